@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from django.contrib import admin
+
+from annotator import models
+
+
+class MembershipInline(admin.TabularInline[models.Membership, models.Project]):
+    model = models.Membership
+    extra = 1
+    autocomplete_fields = ["user"]
+
+
+class CategoryInline(admin.TabularInline[models.Category, models.Project]):
+    model = models.Category
+    extra = 1
+
+
+@admin.register(models.Project)
+class ProjectAdmin(admin.ModelAdmin[models.Project]):
+    list_display = ["id", "name", "stage", "created_at"]
+    list_filter = ["stage"]
+    search_fields = ["name"]
+    inlines = [MembershipInline, CategoryInline]
+
+
+@admin.register(models.Membership)
+class MembershipAdmin(admin.ModelAdmin[models.Membership]):
+    list_display = ["project", "user", "role"]
+    list_filter = ["role"]
+
+
+@admin.register(models.Category)
+class CategoryAdmin(admin.ModelAdmin[models.Category]):
+    list_display = ["name", "project", "supercategory"]
+    search_fields = ["name"]
+
+
+@admin.register(models.Image)
+class ImageAdmin(admin.ModelAdmin[models.Image]):
+    list_display = ["id", "file_name", "project", "width", "height", "state"]
+    list_filter = ["state", "project"]
+    search_fields = ["file_name", "sha256"]
+    readonly_fields = ["sha256", "width", "height"]
+
+
+@admin.register(models.Mask)
+class MaskAdmin(admin.ModelAdmin[models.Mask]):
+    list_display = ["id", "image", "category", "area", "source_stage", "review_state", "created_by"]
+    list_filter = ["source_stage", "review_state"]
+    raw_id_fields = ["image", "model_version"]
+
+
+@admin.register(models.PromptLog)
+class PromptLogAdmin(admin.ModelAdmin[models.PromptLog]):
+    list_display = ["id", "image", "kind", "user", "session", "created_at"]
+    list_filter = ["kind"]
+    raw_id_fields = ["image", "mask"]
+
+
+@admin.register(models.ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin[models.ModelVersion]):
+    list_display = ["project", "number", "state", "created_at"]
+    list_filter = ["state"]
+
+
+@admin.register(models.Job)
+class JobAdmin(admin.ModelAdmin[models.Job]):
+    list_display = ["id", "project", "kind", "state", "progress", "created_at", "finished_at"]
+    list_filter = ["kind", "state"]
+    readonly_fields = ["celery_id", "started_at", "finished_at"]

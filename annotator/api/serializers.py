@@ -1,0 +1,269 @@
+"""Serializers: shape and validate what crosses the API; the engine does the changes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.urls import reverse
+from rest_framework import serializers
+
+from annotator.models import (
+    Category,
+    Image,
+    Job,
+    Mask,
+    Membership,
+    ModelVersion,
+    Project,
+    PromptLog,
+    Stage,
+)
+from engine.jobs import JOB_KINDS
+
+
+class ProjectSerializer(serializers.ModelSerializer[Project]):
+    my_role = serializers.SerializerMethodField()
+    image_count = serializers.IntegerField(read_only=True, required=False)
+    categories = serializers.ListField(
+        child=serializers.CharField(max_length=100), write_only=True, required=False
+    )
+
+    class Meta:
+        model = Project
+        fields = [
+            "id",
+            "name",
+            "description",
+            "stage",
+            "settings",
+            "categories",
+            "my_role",
+            "image_count",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["created_at", "updated_at"]
+
+    def get_my_role(self, project: Project) -> str | None:
+        roles: dict[int, str] = self.context.get("roles", {})
+        return roles.get(project.pk)
+
+
+class MembershipSerializer(serializers.ModelSerializer[Membership]):
+    username = serializers.SlugRelatedField(
+        source="user", slug_field="username", queryset=get_user_model().objects.all()
+    )
+
+    class Meta:
+        model = Membership
+        fields = ["id", "username", "role", "created_at"]
+        read_only_fields = ["created_at"]
+
+
+class CategorySerializer(serializers.ModelSerializer[Category]):
+    class Meta:
+        model = Category
+        fields = ["id", "name", "supercategory", "color"]
+
+    def validate_name(self, value: str) -> str:
+        project = self.context["project"]
+        clash = Category.objects.filter(project=project, name=value)
+        if self.instance is not None:
+            clash = clash.exclude(pk=self.instance.pk)
+        if clash.exists():
+            raise serializers.ValidationError("this project already has a category of that name")
+        return value
+
+    def validate_color(self, value: str) -> str:
+        if (
+            len(value) != 7
+            or value[0] != "#"
+            or any(c not in "0123456789abcdefABCDEF" for c in value[1:])
+        ):
+            raise serializers.ValidationError("color must look like #1f77b4")
+        return value
+
+
+class ImageSerializer(serializers.ModelSerializer[Image]):
+    file_url = serializers.SerializerMethodField()
+    mask_count = serializers.IntegerField(read_only=True, required=False)
+    has_original = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Image
+        fields = [
+            "id",
+            "file_name",
+            "sha256",
+            "width",
+            "height",
+            "state",
+            "file_url",
+            "has_original",
+            "mask_count",
+            "created_at",
+        ]
+        read_only_fields = ["file_name", "sha256", "width", "height", "created_at"]
+
+    def get_file_url(self, image: Image) -> str:
+        return reverse("image-file", kwargs={"project_pk": image.project_id, "pk": image.pk})
+
+    def get_has_original(self, image: Image) -> bool:
+        return bool(image.original)
+
+
+class ImageUploadSerializer(serializers.Serializer[Any]):
+    files = serializers.ListField(
+        child=serializers.FileField(allow_empty_file=False), allow_empty=False
+    )
+
+
+class ImportFolderSerializer(serializers.Serializer[Any]):
+    folder = serializers.CharField(max_length=1000)
+
+
+class SegmentationField(serializers.JSONField):
+    """COCO RLE ``{"size": [h, w], "counts": ...}``; checked against the image by the engine."""
+
+
+class MaskSerializer(serializers.ModelSerializer[Mask]):
+    segmentation = SegmentationField()
+    created_by: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True
+    )
+    updated_by: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True
+    )
+    image = serializers.IntegerField(source="image_id")
+    category = serializers.IntegerField(source="category_id", allow_null=True, required=False)
+    model_version = serializers.IntegerField(
+        source="model_version_id", allow_null=True, required=False
+    )
+    session = serializers.UUIDField(write_only=True, required=False)
+    revision = serializers.IntegerField(required=False)
+
+    class Meta:
+        model = Mask
+        fields = [
+            "id",
+            "image",
+            "category",
+            "segmentation",
+            "bbox",
+            "area",
+            "source_stage",
+            "model_version",
+            "predicted_iou",
+            "stability_score",
+            "point_coords",
+            "crop_box",
+            "created_by",
+            "updated_by",
+            "seconds_spent",
+            "clicks",
+            "review_state",
+            "revision",
+            "session",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["bbox", "area", "created_at", "updated_at"]
+        extra_kwargs = {"source_stage": {"required": False}}
+
+    def validate_seconds_spent(self, value: float) -> float:
+        if value < 0:
+            raise serializers.ValidationError("must not be negative")
+        return value
+
+    def validate_point_coords(self, value: Any) -> Any:
+        if not isinstance(value, list) or not all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(c, int | float) for c in p)
+            for p in value
+        ):
+            raise serializers.ValidationError("must be a list of [x, y] pairs")
+        return value
+
+    def validate_crop_box(self, value: Any) -> Any:
+        if value is not None and (
+            not isinstance(value, list)
+            or len(value) != 4
+            or not all(isinstance(c, int | float) for c in value)
+        ):
+            raise serializers.ValidationError("must be [x, y, width, height]")
+        return value
+
+    def validate_source_stage(self, value: str) -> str:
+        if value not in Stage.values:
+            raise serializers.ValidationError(f"must be one of {Stage.values}")
+        return value
+
+
+class PromptLogSerializer(serializers.ModelSerializer[PromptLog]):
+    image = serializers.IntegerField(source="image_id")
+    mask = serializers.IntegerField(source="mask_id", read_only=True)
+    user: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True
+    )
+
+    class Meta:
+        model = PromptLog
+        fields = [
+            "id",
+            "image",
+            "mask",
+            "user",
+            "session",
+            "kind",
+            "data",
+            "client_time",
+            "created_at",
+        ]
+        read_only_fields = ["created_at"]
+
+
+class JobSerializer(serializers.ModelSerializer[Job]):
+    created_by: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True
+    )
+
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "kind",
+            "key",
+            "params",
+            "state",
+            "progress",
+            "message",
+            "result",
+            "celery_id",
+            "created_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+    def validate_kind(self, value: str) -> str:
+        if value not in JOB_KINDS:
+            raise serializers.ValidationError(f"must be one of {sorted(JOB_KINDS)}")
+        return value
+
+
+class ModelVersionSerializer(serializers.ModelSerializer[ModelVersion]):
+    class Meta:
+        model = ModelVersion
+        fields = [
+            "id",
+            "number",
+            "state",
+            "config",
+            "metrics",
+            "parent",
+            "checkpoint_sha256",
+            "notes",
+            "created_at",
+        ]
+        read_only_fields = fields

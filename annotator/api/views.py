@@ -1,0 +1,439 @@
+"""REST API views: parse and check the request, call the engine, shape the answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Count, QuerySet
+from django.http import FileResponse, Http404
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
+
+from annotator.api import serializers as s
+from annotator.api.errors import engine_error_response
+from annotator.api.permissions import REVIEW_STATE_ROLES, ProjectRolePermission
+from annotator.models import (
+    Category,
+    Image,
+    Job,
+    Mask,
+    Membership,
+    ModelVersion,
+    Project,
+    PromptLog,
+)
+from engine import images as image_service
+from engine import jobs, masks, projects
+from engine.errors import DuplicateImage, EngineError, InvalidInput
+
+
+def visible_projects(user: Any) -> QuerySet[Project]:
+    if user.is_superuser:
+        return Project.objects.all()
+    return Project.objects.filter(memberships__user=user)
+
+
+class ProjectScopedMixin(viewsets.GenericViewSet[Any]):
+    """A view whose objects belong to one project, named in the URL."""
+
+    resource: str
+    project_kwarg = "project_pk"
+    permission_classes = [ProjectRolePermission]
+    lookup_value_regex = r"\d+"
+
+    def get_project(self) -> Project:
+        if not hasattr(self, "_project"):
+            self._project = get_object_or_404(
+                visible_projects(self.request.user), pk=self.kwargs[self.project_kwarg]
+            )
+        return self._project
+
+    def project_role(self) -> str | None:
+        return projects.role_of(self.request.user, self.get_project())
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        context = dict(super().get_serializer_context())
+        if self.project_kwarg in self.kwargs:
+            context["project"] = self.get_project()
+        return context
+
+
+class ProjectViewSet(ProjectScopedMixin, viewsets.ModelViewSet[Project]):
+    resource = "project"
+    project_kwarg = "pk"
+    serializer_class = s.ProjectSerializer
+    filterset_fields = ["stage"]
+    ordering_fields = ["id", "name", "created_at"]
+
+    def get_queryset(self) -> QuerySet[Project]:
+        return (
+            visible_projects(self.request.user).annotate(image_count=Count("images")).order_by("id")
+        )
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        context = super().get_serializer_context()
+        user = self.request.user
+        roles = dict(
+            Membership.objects.filter(user_id=user.pk or 0).values_list("project_id", "role")
+        )
+        if user.is_superuser:
+            roles = {
+                pk: roles.get(pk, "admin") for pk in Project.objects.values_list("pk", flat=True)
+            }
+        context["roles"] = roles
+        return context
+
+    def perform_create(self, serializer: BaseSerializer[Project]) -> None:
+        data = dict(serializer.validated_data)
+        project = projects.create_project(
+            data.pop("name"),
+            owner=self.request.user,
+            description=data.pop("description", ""),
+            categories=data.pop("categories", []),
+        )
+        for field, value in data.items():
+            setattr(project, field, value)
+        project.save()
+        serializer.instance = (
+            visible_projects(self.request.user)
+            .annotate(image_count=Count("images"))
+            .get(pk=project.pk)
+        )
+
+    def perform_update(self, serializer: BaseSerializer[Project]) -> None:
+        serializer.validated_data.pop("categories", None)
+        serializer.save()
+
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        counts = projects.delete_project(self.get_object())
+        return Response({"deleted": counts})
+
+    @action(detail=True, methods=["get"])
+    def summary(self, request: Request, pk: str) -> Response:
+        return Response(projects.summary(self.get_object()))
+
+
+class MembershipViewSet(ProjectScopedMixin, viewsets.ModelViewSet[Membership]):
+    resource = "member"
+    serializer_class = s.MembershipSerializer
+    filterset_fields = ["role"]
+
+    def get_queryset(self) -> QuerySet[Membership]:
+        return Membership.objects.filter(project=self.get_project()).select_related("user")
+
+    def perform_create(self, serializer: BaseSerializer[Membership]) -> None:
+        user = serializer.validated_data["user"]
+        if Membership.objects.filter(project=self.get_project(), user=user).exists():
+            raise InvalidInput(f"{user} is already a member of this project")
+        serializer.save(project=self.get_project())
+
+    def perform_update(self, serializer: BaseSerializer[Membership]) -> None:
+        membership = serializer.instance
+        assert membership is not None
+        if serializer.validated_data.get("user", membership.user) != membership.user:
+            raise InvalidInput("a membership's user cannot be changed; add a new member")
+        projects.change_role(membership, serializer.validated_data.get("role", membership.role))
+
+    def perform_destroy(self, instance: Membership) -> None:
+        projects.remove_member(instance)
+
+
+class CategoryViewSet(ProjectScopedMixin, viewsets.ModelViewSet[Category]):
+    resource = "category"
+    serializer_class = s.CategorySerializer
+    filterset_fields = ["name", "supercategory"]
+
+    def get_queryset(self) -> QuerySet[Category]:
+        return Category.objects.filter(project=self.get_project())
+
+    def perform_create(self, serializer: BaseSerializer[Category]) -> None:
+        serializer.save(project=self.get_project())
+
+    def perform_destroy(self, instance: Category) -> None:
+        if instance.masks.exists():
+            raise InvalidInput(
+                f"category {instance.name!r} is used by {instance.masks.count()} masks; "
+                "change them first"
+            )
+        instance.delete()
+
+
+class ImageViewSet(
+    ProjectScopedMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+):
+    resource = "image"
+    serializer_class = s.ImageSerializer
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    filterset_fields = ["state", "sha256", "file_name"]
+    ordering_fields = ["id", "file_name", "created_at"]
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def get_queryset(self) -> QuerySet[Image]:
+        return (
+            Image.objects.filter(project=self.get_project())
+            .annotate(mask_count=Count("masks"))
+            .order_by("id")
+        )
+
+    @extend_schema(request=s.ImageUploadSerializer, responses={201: s.ImageSerializer(many=True)})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Upload one or many images (multipart field ``files``). Every file is checked before
+        any is stored: one bad file refuses the whole upload. Duplicates are reported."""
+        upload = s.ImageUploadSerializer(data={"files": request.FILES.getlist("files")})
+        upload.is_valid(raise_exception=True)
+        prepared, errors = [], []
+        for uploaded in upload.validated_data["files"]:
+            try:
+                prepared.append(image_service.prepare(uploaded.read(), uploaded.name))
+            except EngineError as exc:
+                errors.append(exc)
+        if errors:
+            return _refusal(errors)
+        created: list[Image] = []
+        duplicates: list[dict[str, Any]] = []
+        with transaction.atomic():
+            for item in prepared:
+                try:
+                    created.append(image_service.store(self.get_project(), item, user=request.user))
+                except DuplicateImage as exc:
+                    duplicates.append({"file_name": item.file_name, **exc.detail})
+        if not created:
+            return Response(
+                {
+                    "error": "duplicate_image",
+                    "detail": "every file is already in the project",
+                    "duplicates": duplicates,
+                },
+                status=status.HTTP_409_CONFLICT,
+            )
+        body = s.ImageSerializer(
+            self.get_queryset().filter(pk__in=[i.pk for i in created]), many=True
+        )
+        return Response(
+            {"created": body.data, "duplicates": duplicates}, status=status.HTTP_201_CREATED
+        )
+
+    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        unknown = set(request.data) - {"state"}
+        if unknown:
+            raise InvalidInput(f"only 'state' can be changed, not {sorted(unknown)}")
+        return super().partial_update(request, *args, **kwargs)
+
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        image = self.get_object()
+        counts = projects.delete_images(Image.objects.filter(pk=image.pk))
+        return Response({"deleted": counts})
+
+    @extend_schema(responses={(200, "image/*"): bytes})
+    @action(detail=True, methods=["get"])
+    def file(self, request: Request, project_pk: str, pk: str) -> FileResponse:
+        """The image's pixels (``?original=1`` for the upload as it came)."""
+        image = self.get_object()
+        field = (
+            image.original
+            if request.query_params.get("original") and image.original
+            else image.file
+        )
+        response = FileResponse(field.open("rb"), filename=image.file_name.rsplit("/", 1)[-1])
+        response["Cache-Control"] = "private, max-age=3600"
+        return response
+
+    @extend_schema(request=s.ImportFolderSerializer, responses={202: s.JobSerializer})
+    @action(detail=False, methods=["post"], url_path="import-folder")
+    def import_folder(self, request: Request, project_pk: str) -> Response:
+        """Import a folder on the server (under IMPORT_ROOTS) as a background job."""
+        data = s.ImportFolderSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        from engine.importing import check_import_root
+
+        folder = check_import_root(data.validated_data["folder"])
+        job = jobs.enqueue(
+            self.get_project(),
+            "import_folder",
+            key=str(folder),
+            params={"folder": str(folder)},
+            user=request.user,
+        )
+        return Response(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+def _refusal(errors: list[EngineError]) -> Response:
+    codes = {exc.status_code for exc in errors}
+    code = codes.pop() if len(codes) == 1 else 400
+    if len(errors) == 1:
+        response = engine_error_response(errors[0])
+        response.data["stored"] = 0
+        return response
+    return Response(
+        {
+            "error": "invalid_upload",
+            "detail": f"{len(errors)} files were refused; nothing was stored",
+            "files": [{"error": e.code, "detail": e.message, **e.detail} for e in errors],
+            "stored": 0,
+        },
+        status=code,
+    )
+
+
+class MaskViewSet(ProjectScopedMixin, viewsets.ModelViewSet[Mask]):
+    resource = "mask"
+    serializer_class = s.MaskSerializer
+    filterset_fields = ["image", "category", "review_state", "source_stage", "model_version"]
+    ordering_fields = ["id", "area", "created_at", "predicted_iou"]
+
+    def get_queryset(self) -> QuerySet[Mask]:
+        return Mask.objects.filter(image__project=self.get_project()).select_related(
+            "image", "created_by", "updated_by"
+        )
+
+    def _image(self, image_id: int) -> Image:
+        image = Image.objects.filter(project=self.get_project(), pk=image_id).first()
+        if image is None:
+            raise InvalidInput(f"image {image_id} is not an image of this project")
+        return image
+
+    def _check_review_change(self, data: dict[str, Any], current: str | None) -> None:
+        wanted = data.get("review_state")
+        if (
+            wanted is not None
+            and wanted != current
+            and self.project_role() not in REVIEW_STATE_ROLES
+        ):
+            raise PermissionDenied("only reviewers and admins change a mask's review state")
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = _engine_fields(serializer.validated_data)
+        self._check_review_change(data, Mask.ReviewState.PENDING)
+        mask = masks.create_mask(self._image(data.pop("image")), data, user=request.user)
+        return Response(self.get_serializer(mask).data, status=status.HTTP_201_CREATED)
+
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        mask = self.get_object()
+        serializer = self.get_serializer(mask, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        data = _engine_fields(serializer.validated_data)
+        if data.get("image", mask.image_id) != mask.image_id:
+            raise InvalidInput("a mask cannot move to another image")
+        self._check_review_change(data, mask.review_state)
+        try:
+            mask = masks.update_mask(mask, data, user=request.user)
+        except EngineError as exc:
+            response = engine_error_response(exc)
+            if exc.status_code == status.HTTP_409_CONFLICT:
+                response.data["current"] = self.get_serializer(Mask.objects.get(pk=mask.pk)).data
+            return response
+        return Response(self.get_serializer(mask).data)
+
+
+def _engine_fields(validated: dict[str, Any]) -> dict[str, Any]:
+    """Serializer output keyed as the engine expects (ids, not objects)."""
+    renames = {"image_id": "image", "category_id": "category", "model_version_id": "model_version"}
+    return {renames.get(key, key): value for key, value in validated.items()}
+
+
+class PromptLogViewSet(
+    ProjectScopedMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+):
+    resource = "prompt_log"
+    serializer_class = s.PromptLogSerializer
+    filterset_fields = ["image", "mask", "session", "kind"]
+
+    def get_queryset(self) -> QuerySet[PromptLog]:
+        return PromptLog.objects.filter(image__project=self.get_project()).select_related("user")
+
+    def perform_create(self, serializer: BaseSerializer[PromptLog]) -> None:
+        image_id = serializer.validated_data.pop("image_id")
+        image = Image.objects.filter(project=self.get_project(), pk=image_id).first()
+        if image is None:
+            raise InvalidInput(f"image {image_id} is not an image of this project")
+        serializer.save(image=image, user=self.request.user)
+
+
+class JobViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet[Job]):
+    resource = "job"
+    serializer_class = s.JobSerializer
+    filterset_fields = ["kind", "state"]
+
+    def get_queryset(self) -> QuerySet[Job]:
+        return Job.objects.filter(project=self.get_project()).select_related("created_by")
+
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, project_pk: str, pk: str) -> Response:
+        job = self.get_object()
+        if not jobs.cancel(job):
+            return Response(
+                {"error": "not_active", "detail": f"job {job.pk} is already {job.state}"},
+                status=status.HTTP_409_CONFLICT,
+            )
+        job.refresh_from_db()
+        return Response(s.JobSerializer(job).data)
+
+
+class ModelVersionViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet[ModelVersion]):
+    resource = "model_version"
+    serializer_class = s.ModelVersionSerializer
+    filterset_fields = ["state"]
+
+    def get_queryset(self) -> QuerySet[ModelVersion]:
+        return ModelVersion.objects.filter(project=self.get_project())
+
+    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    @action(detail=True, methods=["get"])
+    def download(self, request: Request, project_pk: str, pk: str) -> FileResponse:
+        version = self.get_object()
+        if not version.checkpoint:
+            raise Http404("this version has no checkpoint file")
+        return FileResponse(
+            version.checkpoint.open("rb"),
+            as_attachment=True,
+            filename=f"project{version.project_id}-v{version.number}.pth",
+        )
+
+    @action(detail=True, methods=["post"])
+    def promote(self, request: Request, project_pk: str, pk: str) -> Response:
+        from engine import versions
+
+        version = versions.promote(self.get_object())
+        return Response(self.get_serializer(version).data)
+
+    @action(detail=True, methods=["post"])
+    def reject(self, request: Request, project_pk: str, pk: str) -> Response:
+        from engine import versions
+
+        version = versions.reject(self.get_object())
+        return Response(self.get_serializer(version).data)
+
+
+class MeView(viewsets.ViewSet):
+    @extend_schema(responses={200: dict})
+    def list(self, request: Request) -> Response:
+        user = request.user
+        return Response(
+            {
+                "id": user.pk,
+                "username": user.get_username(),
+                "is_superuser": user.is_superuser,
+                "projects": dict(
+                    Membership.objects.filter(user_id=user.pk or 0).values_list(
+                        "project_id", "role"
+                    )
+                ),
+            }
+        )

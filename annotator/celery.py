@@ -1,0 +1,18 @@
+"""The Celery app. Two queues: ``gpu`` (model work: embeddings, training, automatic masks) and
+``cpu`` (imports, exports, bookkeeping); each job kind names its queue in engine.jobs."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "annotator.settings")
+
+app = Celery("maskloop")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.task_queues = (Queue("gpu"), Queue("cpu"))
+app.conf.task_default_queue = "cpu"
+app.conf.broker_connection_retry_on_startup = True
+app.autodiscover_tasks(["engine"])

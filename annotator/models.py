@@ -1,0 +1,283 @@
+"""The data model: projects and their members, images, masks with their provenance, the
+clicks that made them, model versions and background jobs."""
+
+from __future__ import annotations
+
+from django.conf import settings as conf
+from django.db import models
+from django.db.models import Q
+
+
+class Stage(models.TextChoices):
+    ASSISTED = "assisted", "Assisted-manual"
+    SEMI = "semi", "Semi-automatic"
+    AUTOMATIC = "automatic", "Fully automatic"
+
+
+class Role(models.TextChoices):
+    ADMIN = "admin", "Admin"
+    ANNOTATOR = "annotator", "Annotator"
+    REVIEWER = "reviewer", "Reviewer"
+
+
+class Project(models.Model):
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    stage = models.CharField(max_length=16, choices=Stage.choices, default=Stage.ASSISTED)
+    # Per-project overrides, e.g. automatic-stage thresholds (DECISIONS 12a).
+    settings = models.JSONField(default=dict, blank=True)
+    members = models.ManyToManyField(
+        conf.AUTH_USER_MODEL, through="Membership", related_name="projects"
+    )
+    created_by = models.ForeignKey(
+        conf.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def promoted_version(self) -> ModelVersion | None:
+        return self.model_versions.filter(state=ModelVersion.State.PROMOTED).first()
+
+
+class Membership(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        conf.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user"], name="one_membership_per_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} as {self.role} in {self.project}"
+
+
+class Category(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="categories")
+    name = models.CharField(max_length=100)
+    supercategory = models.CharField(max_length=100, blank=True)
+    color = models.CharField(max_length=7, default="#1f77b4")
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name_plural = "categories"
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="unique_category_name")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def image_upload_path(instance: Image, filename: str) -> str:
+    return (
+        f"projects/{instance.project_id}/images/{instance.sha256[:2]}/{instance.sha256}/{filename}"
+    )
+
+
+class Image(models.Model):
+    class State(models.TextChoices):
+        NEW = "new", "New"
+        IN_PROGRESS = "in_progress", "In progress"
+        ANNOTATED = "annotated", "Annotated"
+        REVIEWED = "reviewed", "Reviewed"
+        SKIPPED = "skipped", "Skipped"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="images")
+    # What the model and the browser see: 8-bit RGB, EXIF orientation applied.
+    file = models.FileField(upload_to=image_upload_path, max_length=500)
+    # The upload as it came, kept only when it differed from ``file`` (DECISIONS 15).
+    original = models.FileField(upload_to=image_upload_path, max_length=500, blank=True)
+    file_name = models.CharField(max_length=500, help_text="Name as uploaded or imported")
+    sha256 = models.CharField(max_length=64, help_text="Of the original bytes")
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.NEW)
+    uploaded_by = models.ForeignKey(
+        conf.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "sha256"], name="unique_image_per_project")
+        ]
+
+    def __str__(self) -> str:
+        return self.file_name
+
+
+class ModelVersion(models.Model):
+    class State(models.TextChoices):
+        CANDIDATE = "candidate", "Candidate"
+        PROMOTED = "promoted", "Promoted"
+        REJECTED = "rejected", "Rejected"
+        RETIRED = "retired", "Retired"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
+    number = models.PositiveIntegerField(help_text="0 for the shipped starter model")
+    checkpoint = models.FileField(upload_to="checkpoints/", max_length=500, blank=True)
+    checkpoint_sha256 = models.CharField(max_length=64, blank=True)
+    config = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    state = models.CharField(max_length=16, choices=State.choices, default=State.CANDIDATE)
+    notes = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        conf.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "number"], name="unique_version_number"),
+            # At most one promoted version per project: the one that answers clicks.
+            models.UniqueConstraint(
+                fields=["project"], condition=Q(state="promoted"), name="one_promoted_version"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project} v{self.number} ({self.state})"
+
+
+class Mask(models.Model):
+    class ReviewState(models.TextChoices):
+        PENDING = "pending", "Pending"
+        ACCEPTED = "accepted", "Accepted"
+        FIXED = "fixed", "Fixed"
+        REJECTED = "rejected", "Rejected"
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="masks")
+    category = models.ForeignKey(
+        Category, null=True, blank=True, on_delete=models.PROTECT, related_name="masks"
+    )
+    # COCO compressed RLE, the SA-1B representation: size = [height, width].
+    rle_counts = models.TextField()
+    bbox = models.JSONField(help_text="[x, y, width, height] in pixels, COCO convention")
+    area = models.PositiveIntegerField()
+    source_stage = models.CharField(max_length=16, choices=Stage.choices)
+    model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="masks"
+    )
+    predicted_iou = models.FloatField(null=True, blank=True)
+    stability_score = models.FloatField(null=True, blank=True)
+    point_coords = models.JSONField(default=list, blank=True)
+    crop_box = models.JSONField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        conf.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    updated_by = models.ForeignKey(
+        conf.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    seconds_spent = models.FloatField(default=0.0)
+    clicks = models.PositiveIntegerField(default=0)
+    review_state = models.CharField(
+        max_length=16, choices=ReviewState.choices, default=ReviewState.PENDING
+    )
+    # Optimistic locking: a save must name the version it edited (DECISIONS 19).
+    revision = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["image", "review_state"])]
+
+    def __str__(self) -> str:
+        return f"mask {self.pk} on {self.image_id}"
+
+    @property
+    def segmentation(self) -> dict[str, object]:
+        return {"size": [self.image.height, self.image.width], "counts": self.rle_counts}
+
+
+class PromptLog(models.Model):
+    """One prompt event of an annotation (a click, a box, a mask choice, a brush stroke).
+
+    Events of one annotation share ``session``; the mask they ended in is set on save, so
+    seconds per mask and clicks per mask come from these rows.
+    """
+
+    class Kind(models.TextChoices):
+        POINT = "point", "Point"
+        BOX = "box", "Box"
+        CHOOSE = "choose", "Choice among candidates"
+        BRUSH = "brush", "Brush"
+        ERASE = "erase", "Eraser"
+        SAVE = "save", "Save"
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="prompt_logs")
+    mask = models.ForeignKey(
+        Mask, null=True, blank=True, on_delete=models.SET_NULL, related_name="prompt_logs"
+    )
+    user = models.ForeignKey(
+        conf.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    session = models.UUIDField(db_index=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    data = models.JSONField(default=dict, blank=True, help_text="e.g. {x, y, label}")
+    client_time = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} on image {self.image_id}"
+
+
+class Job(models.Model):
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    ACTIVE_STATES = (State.QUEUED, State.RUNNING)
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="jobs")
+    kind = models.CharField(max_length=32)
+    # Same kind + key while active = the same job (409 instead of a second copy).
+    key = models.CharField(max_length=200, blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    progress = models.FloatField(default=0.0, help_text="0 to 1")
+    message = models.TextField(blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    celery_id = models.CharField(max_length=64, blank=True)
+    created_by = models.ForeignKey(
+        conf.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "kind", "key"],
+                condition=Q(state__in=["queued", "running"]),
+                name="one_active_job_per_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} job {self.pk} ({self.state})"

@@ -1,0 +1,151 @@
+"""Background jobs: one row per job, the Celery task only does the work.
+
+A job is enqueued after the surrounding transaction commits (a worker must find the row), and
+a second request for the same (kind, key) while one is active gets a Conflict, not a copy.
+Jobs never run inside the web request, even when the broker is down: then the job is marked
+failed with the reason (DECISIONS 8).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from annotator.models import Job, Project
+from engine import events
+from engine.errors import Conflict
+
+logger = logging.getLogger(__name__)
+
+# kind -> (celery task name, queue). Tasks live in engine/tasks.py; the table is the routing.
+JOB_KINDS: dict[str, tuple[str, str]] = {
+    "import_folder": ("engine.tasks.run_job", "cpu"),
+}
+
+
+def enqueue(
+    project: Project,
+    kind: str,
+    *,
+    key: str = "",
+    params: dict[str, Any] | None = None,
+    user: Any = None,
+) -> Job:
+    if kind not in JOB_KINDS:
+        raise ValueError(f"unknown job kind {kind!r}")
+    try:
+        with transaction.atomic():
+            job = Job.objects.create(
+                project=project,
+                kind=kind,
+                key=key,
+                params=params or {},
+                created_by=user if getattr(user, "pk", None) else None,
+            )
+    except IntegrityError:
+        active = Job.objects.filter(
+            project=project, kind=kind, key=key, state__in=Job.ACTIVE_STATES
+        ).first()
+        raise Conflict(
+            f"a {kind} job is already {active.state if active else 'active'} for this project",
+            job_id=active.pk if active else None,
+        ) from None
+    transaction.on_commit(lambda: _send(job))
+    return job
+
+
+def _send(job: Job) -> None:
+    from engine.tasks import run_job
+
+    _, queue = JOB_KINDS[job.kind]
+    try:
+        result = run_job.apply_async(args=(job.pk,), queue=queue)
+    except Exception as exc:  # broker unreachable: say so, never run it here
+        logger.exception("could not enqueue job %s", job.pk)
+        Job.objects.filter(pk=job.pk).update(
+            state=Job.State.FAILED,
+            message=f"could not reach the task queue: {exc}",
+            finished_at=timezone.now(),
+        )
+        return
+    Job.objects.filter(pk=job.pk).update(celery_id=result.id or "")
+
+
+class JobContext:
+    """Handed to a job's function: reports progress, tells whether it was cancelled."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        fraction = min(max(fraction, 0.0), 1.0)
+        Job.objects.filter(pk=self.job.pk).update(progress=fraction, message=message)
+        _announce(self.job.pk)
+
+    def cancelled(self) -> bool:
+        return Job.objects.filter(pk=self.job.pk, state=Job.State.CANCELLED).exists()
+
+
+JobFunction = Callable[[JobContext], dict[str, Any]]
+_RUNNERS: dict[str, JobFunction] = {}
+
+
+def runner(kind: str) -> Callable[[JobFunction], JobFunction]:
+    """Register the function that does the work of a job kind."""
+
+    def register(function: JobFunction) -> JobFunction:
+        _RUNNERS[kind] = function
+        return function
+
+    return register
+
+
+def run(job_id: int) -> None:
+    """Run a job in the worker: mark it running, call its function, record the outcome."""
+    claimed = Job.objects.filter(pk=job_id, state=Job.State.QUEUED).update(
+        state=Job.State.RUNNING, started_at=timezone.now()
+    )
+    if not claimed:
+        logger.info("job %s is not queued any more; skipping", job_id)
+        return
+    job = Job.objects.get(pk=job_id)
+    function = _RUNNERS[job.kind]
+    try:
+        result = function(JobContext(job))
+    except Exception as exc:
+        logger.exception("job %s failed", job_id)
+        Job.objects.filter(pk=job_id).update(
+            state=Job.State.FAILED, message=str(exc)[:2000], finished_at=timezone.now()
+        )
+        _announce(job_id)
+        return
+    Job.objects.filter(pk=job_id, state=Job.State.RUNNING).update(
+        state=Job.State.SUCCEEDED,
+        progress=1.0,
+        result=result,
+        finished_at=timezone.now(),
+    )
+    _announce(job_id)
+
+
+def _announce(job_id: int) -> None:
+    job = (
+        Job.objects.filter(pk=job_id)
+        .values("id", "project_id", "kind", "state", "progress", "message")
+        .first()
+    )
+    if job is not None:
+        events.publish(job["project_id"], {"event": "job", **job})
+
+
+def cancel(job: Job) -> bool:
+    """Ask an active job to stop; it stops at its next progress check."""
+    return bool(
+        Job.objects.filter(pk=job.pk, state__in=Job.ACTIVE_STATES).update(
+            state=Job.State.CANCELLED, finished_at=timezone.now()
+        )
+    )

@@ -1,0 +1,16 @@
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from frontend import views
+
+urlpatterns = [
+    path("", views.project_list, name="project-list"),
+    path("projects/<int:project_id>/", views.project_detail, name="project-detail"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(template_name="frontend/login.html"),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("healthz", views.healthz, name="healthz"),
+]
