@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -58,8 +59,10 @@ def prepare(data: bytes, file_name: str) -> PreparedImage:
         with warnings.catch_warnings():
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
             opened = PILImage.open(io.BytesIO(data))
-    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):
-        raise _too_large(file_name, None, limit) from None
+    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as bomb:
+        # Pillow names the pixel count in its message; no other way to get the header size.
+        found = re.search(r"\((\d+) pixels\)", str(bomb))
+        raise _too_large(file_name, int(found.group(1)) if found else None, limit) from None
     except UnidentifiedImageError:
         raise InvalidImage(
             f"{file_name}: not an image, or a broken one", file_name=file_name
@@ -79,7 +82,7 @@ def prepare(data: bytes, file_name: str) -> PreparedImage:
             )
         width, height = opened.size
         if width * height > limit:
-            raise _too_large(file_name, (width, height), limit)
+            raise _too_large(file_name, width * height, limit, f"{width}x{height} pixels")
         if width == 0 or height == 0:
             raise InvalidImage(f"{file_name}: image has no pixels", file_name=file_name)
         try:
@@ -174,7 +177,7 @@ def _to_rgb8(image: PILImage.Image) -> PILImage.Image:
         array = np.asarray(image).astype(np.float64)
         high = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
         gray = np.clip(array / high * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return PILImage.fromarray(gray, mode="L").convert("RGB")
+        return PILImage.fromarray(gray).convert("RGB")
     if image.mode in ("P", "PA"):
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA"):
@@ -194,8 +197,10 @@ def _has_orientation(image: PILImage.Image) -> bool:
         return False
 
 
-def _too_large(file_name: str, size: tuple[int, int] | None, limit: int) -> ImageTooLarge:
-    described = f"{size[0]}x{size[1]} pixels" if size else "too many pixels"
+def _too_large(
+    file_name: str, pixels: int | None, limit: int, described: str = ""
+) -> ImageTooLarge:
+    described = described or (f"{pixels} pixels" if pixels else "too many pixels")
     return ImageTooLarge(
         f"{file_name}: {described} is over the limit of {limit} pixels (MASKLOOP_MAX_IMAGE_PIXELS)",
         file_name=file_name,

@@ -20,6 +20,7 @@ from annotator.models import (
     Stage,
 )
 from engine.jobs import JOB_KINDS
+from engine.projects import role_of
 
 
 class ProjectSerializer(serializers.ModelSerializer[Project]):
@@ -47,7 +48,9 @@ class ProjectSerializer(serializers.ModelSerializer[Project]):
 
     def get_my_role(self, project: Project) -> str | None:
         roles: dict[int, str] = self.context.get("roles", {})
-        return roles.get(project.pk)
+        if project.pk in roles:
+            return roles[project.pk]
+        return role_of(self.context["request"].user, project)
 
 
 class MembershipSerializer(serializers.ModelSerializer[Membership]):

@@ -59,6 +59,14 @@ class ProjectScopedMixin(viewsets.GenericViewSet[Any]):
     def project_role(self) -> str | None:
         return projects.role_of(self.request.user, self.get_project())
 
+    def get_queryset(self) -> QuerySet[Any]:
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no request user
+            return self.get_serializer_class().Meta.model.objects.none()  # type: ignore[attr-defined]
+        return self.scoped_queryset()
+
+    def scoped_queryset(self) -> QuerySet[Any]:
+        raise NotImplementedError
+
     def get_serializer_context(self) -> dict[str, Any]:
         context = dict(super().get_serializer_context())
         if self.project_kwarg in self.kwargs:
@@ -73,7 +81,7 @@ class ProjectViewSet(ProjectScopedMixin, viewsets.ModelViewSet[Project]):
     filterset_fields = ["stage"]
     ordering_fields = ["id", "name", "created_at"]
 
-    def get_queryset(self) -> QuerySet[Project]:
+    def scoped_queryset(self) -> QuerySet[Project]:
         return (
             visible_projects(self.request.user).annotate(image_count=Count("images")).order_by("id")
         )
@@ -126,7 +134,7 @@ class MembershipViewSet(ProjectScopedMixin, viewsets.ModelViewSet[Membership]):
     serializer_class = s.MembershipSerializer
     filterset_fields = ["role"]
 
-    def get_queryset(self) -> QuerySet[Membership]:
+    def scoped_queryset(self) -> QuerySet[Membership]:
         return Membership.objects.filter(project=self.get_project()).select_related("user")
 
     def perform_create(self, serializer: BaseSerializer[Membership]) -> None:
@@ -151,7 +159,7 @@ class CategoryViewSet(ProjectScopedMixin, viewsets.ModelViewSet[Category]):
     serializer_class = s.CategorySerializer
     filterset_fields = ["name", "supercategory"]
 
-    def get_queryset(self) -> QuerySet[Category]:
+    def scoped_queryset(self) -> QuerySet[Category]:
         return Category.objects.filter(project=self.get_project())
 
     def perform_create(self, serializer: BaseSerializer[Category]) -> None:
@@ -180,7 +188,7 @@ class ImageViewSet(
     ordering_fields = ["id", "file_name", "created_at"]
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
-    def get_queryset(self) -> QuerySet[Image]:
+    def scoped_queryset(self) -> QuerySet[Image]:
         return (
             Image.objects.filter(project=self.get_project())
             .annotate(mask_count=Count("masks"))
@@ -293,7 +301,7 @@ class MaskViewSet(ProjectScopedMixin, viewsets.ModelViewSet[Mask]):
     filterset_fields = ["image", "category", "review_state", "source_stage", "model_version"]
     ordering_fields = ["id", "area", "created_at", "predicted_iou"]
 
-    def get_queryset(self) -> QuerySet[Mask]:
+    def scoped_queryset(self) -> QuerySet[Mask]:
         return Mask.objects.filter(image__project=self.get_project()).select_related(
             "image", "created_by", "updated_by"
         )
@@ -355,7 +363,7 @@ class PromptLogViewSet(
     serializer_class = s.PromptLogSerializer
     filterset_fields = ["image", "mask", "session", "kind"]
 
-    def get_queryset(self) -> QuerySet[PromptLog]:
+    def scoped_queryset(self) -> QuerySet[PromptLog]:
         return PromptLog.objects.filter(image__project=self.get_project()).select_related("user")
 
     def perform_create(self, serializer: BaseSerializer[PromptLog]) -> None:
@@ -371,7 +379,7 @@ class JobViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet[Job]):
     serializer_class = s.JobSerializer
     filterset_fields = ["kind", "state"]
 
-    def get_queryset(self) -> QuerySet[Job]:
+    def scoped_queryset(self) -> QuerySet[Job]:
         return Job.objects.filter(project=self.get_project()).select_related("created_by")
 
     @action(detail=True, methods=["post"])
@@ -391,7 +399,7 @@ class ModelVersionViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet[Mode
     serializer_class = s.ModelVersionSerializer
     filterset_fields = ["state"]
 
-    def get_queryset(self) -> QuerySet[ModelVersion]:
+    def scoped_queryset(self) -> QuerySet[ModelVersion]:
         return ModelVersion.objects.filter(project=self.get_project())
 
     @extend_schema(responses={(200, "application/octet-stream"): bytes})

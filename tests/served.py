@@ -1,0 +1,105 @@
+"""The platform as the README's first command starts it: migrate, setup_demo, serve with the
+embedded worker, on the embedded defaults (SQLite, filesystem broker, in-memory layer)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVICE_VARIABLES = {"DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"}
+
+
+@dataclass
+class Served:
+    url: str
+    process: subprocess.Popen[bytes]
+    data_dir: Path
+    log: Path
+
+    def request(
+        self, path: str, *, token: str | None = None, data: dict[str, Any] | None = None
+    ) -> Any:
+        headers = {"Accept": "application/json"}
+        body = None
+        if token:
+            headers["Authorization"] = f"Token {token}"
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+            body = json.dumps(data).encode()
+        request = urllib.request.Request(self.url + path, data=body, headers=headers)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            raw = response.read()
+            return (
+                json.loads(raw)
+                if response.headers.get_content_type() == "application/json"
+                else raw
+            )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serve_platform(data_dir: Path, extra_env: dict[str, str] | None = None) -> Iterator[Served]:
+    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
+    env.update({"MASKLOOP_DATA_DIR": str(data_dir), **(extra_env or {})})
+    python = sys.executable
+    for args in (["migrate", "--no-input", "-v", "0"], ["setup_demo"]):
+        subprocess.run(
+            [python, "manage.py", *args],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+    port = free_port()
+    log = data_dir / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [python, "manage.py", "serve", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    served = Served(f"http://127.0.0.1:{port}", process, data_dir, log)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                served.request("/healthz")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the server did not start:\n" + log.read_text()) from None
+                time.sleep(0.5)
+        yield served
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def token(served: Served, username: str = "admin", password: str = "maskloop-demo") -> str:
+    request = urllib.request.Request(
+        served.url + "/api/auth/token/",
+        data=json.dumps({"username": username, "password": password}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return str(json.loads(response.read())["token"])
