@@ -116,6 +116,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         "transaction_mode": "IMMEDIATE",
     }
+    # Tests with a worker thread need the same file + WAL behaviour as the real default, not
+    # the in-memory shared cache (table-level locks).
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-maskloop.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

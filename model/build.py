@@ -1,0 +1,184 @@
+"""Named model configurations and the registry that builds them.
+
+Hyper-parameters live in frozen dataclasses (nanoGPT's ``GPTConfig`` style); a registry maps
+a name to a zero-argument builder. Official SAM shapes are ``vit_b``, ``vit_l`` and ``vit_h``;
+``vit_tiny_test`` is a tiny random model for fast tests. Other encoders add their own
+configurations with ``register(name, builder)``, typically building the encoder and handing
+it to ``assemble_sam``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from model.checkpoints import load_checkpoint
+from model.encoders.vit import ImageEncoderViT
+from model.mask_decoder import MaskDecoder
+from model.prompt_encoder import PromptEncoder
+from model.sam import PIXEL_MEAN, PIXEL_STD, Sam
+from model.transformer import TwoWayTransformer
+
+EMBEDDING_STRIDE = 16  # encoder input side / embedding side, fixed by SAM's decoder design
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamConfig:
+    """Everything around the image encoder; the defaults are the official SAM values."""
+
+    image_size: int = 1024
+    prompt_embed_dim: int = 256
+    mask_in_chans: int = 16
+    decoder_depth: int = 2
+    decoder_num_heads: int = 8
+    decoder_mlp_dim: int = 2048
+    num_multimask_outputs: int = 3
+    iou_head_depth: int = 3
+    iou_head_hidden_dim: int = 256
+    pixel_mean: tuple[float, float, float] = PIXEL_MEAN
+    pixel_std: tuple[float, float, float] = PIXEL_STD
+
+    @property
+    def embedding_side(self) -> int:
+        return self.image_size // EMBEDDING_STRIDE
+
+
+@dataclass(frozen=True, kw_only=True)
+class ViTConfig:
+    """Shape of SAM's ViT image encoder."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    global_attn_indexes: tuple[int, ...]
+    window_size: int = 14
+    mlp_ratio: float = 4.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ViTSamConfig:
+    """A ViT encoder under SAM's prompt encoder and mask decoder."""
+
+    encoder: ViTConfig
+    sam: SamConfig = field(default_factory=SamConfig)
+
+
+def assemble_sam(*, image_encoder: nn.Module, config: SamConfig) -> Sam:
+    """Put SAM's prompt encoder and mask decoder around any image encoder.
+
+    ``image_encoder`` must map Bx3xSxS to Bx(prompt_embed_dim)x(S/16)x(S/16), S =
+    ``config.image_size``. The model is returned in eval mode.
+    """
+    side = config.embedding_side
+    sam = Sam(
+        image_encoder=image_encoder,
+        prompt_encoder=PromptEncoder(
+            embed_dim=config.prompt_embed_dim,
+            image_embedding_size=(side, side),
+            input_image_size=(config.image_size, config.image_size),
+            mask_in_chans=config.mask_in_chans,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=config.num_multimask_outputs,
+            transformer=TwoWayTransformer(
+                depth=config.decoder_depth,
+                embedding_dim=config.prompt_embed_dim,
+                mlp_dim=config.decoder_mlp_dim,
+                num_heads=config.decoder_num_heads,
+            ),
+            transformer_dim=config.prompt_embed_dim,
+            iou_head_depth=config.iou_head_depth,
+            iou_head_hidden_dim=config.iou_head_hidden_dim,
+        ),
+        pixel_mean=config.pixel_mean,
+        pixel_std=config.pixel_std,
+    )
+    return sam.eval()
+
+
+def build_vit_sam(*, config: ViTSamConfig) -> Sam:
+    """A randomly initialised ViT SAM of the given shape."""
+    enc, sam = config.encoder, config.sam
+    encoder = ImageEncoderViT(
+        img_size=sam.image_size,
+        patch_size=EMBEDDING_STRIDE,
+        embed_dim=enc.embed_dim,
+        depth=enc.depth,
+        num_heads=enc.num_heads,
+        mlp_ratio=enc.mlp_ratio,
+        out_chans=sam.prompt_embed_dim,
+        qkv_bias=True,
+        use_rel_pos=True,
+        window_size=enc.window_size,
+        global_attn_indexes=enc.global_attn_indexes,
+    )
+    return assemble_sam(image_encoder=encoder, config=sam)
+
+
+CONFIGS: dict[str, ViTSamConfig] = {
+    "vit_b": ViTSamConfig(
+        encoder=ViTConfig(embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11))
+    ),
+    "vit_l": ViTSamConfig(
+        encoder=ViTConfig(
+            embed_dim=1024, depth=24, num_heads=16, global_attn_indexes=(5, 11, 17, 23)
+        )
+    ),
+    "vit_h": ViTSamConfig(
+        encoder=ViTConfig(
+            embed_dim=1280, depth=32, num_heads=16, global_attn_indexes=(7, 15, 23, 31)
+        )
+    ),
+    # 128 px input -> 8x8 embedding; window 3 does not divide 8, so padding is exercised.
+    "vit_tiny_test": ViTSamConfig(
+        encoder=ViTConfig(
+            embed_dim=32, depth=2, num_heads=2, global_attn_indexes=(1,), window_size=3
+        ),
+        sam=SamConfig(
+            image_size=128,
+            prompt_embed_dim=32,
+            mask_in_chans=8,
+            decoder_num_heads=2,
+            decoder_mlp_dim=64,
+            iou_head_hidden_dim=32,
+        ),
+    ),
+}
+
+Builder = Callable[[], Sam]
+
+_REGISTRY: dict[str, Builder] = {
+    name: functools.partial(build_vit_sam, config=config) for name, config in CONFIGS.items()
+}
+
+
+def register(name: str, builder: Builder, *, replace: bool = False) -> None:
+    """Make ``build_sam(name)`` call ``builder()``, which returns a randomly initialised Sam."""
+    if name in _REGISTRY and not replace:
+        raise ValueError(f"model configuration {name!r} is already registered")
+    _REGISTRY[name] = builder
+
+
+def available() -> list[str]:
+    """Names ``build_sam`` accepts."""
+    return sorted(_REGISTRY)
+
+
+def build_sam(name: str, checkpoint: str | Path | None = None) -> Sam:
+    """Build the named model in eval mode, strictly loading ``checkpoint`` when given.
+
+    The checkpoint may be an official SAM file (a raw state dict) or one of ours
+    (``{"model": state_dict, "config": ...}``); see ``model.checkpoints``.
+    """
+    try:
+        builder = _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(available())}") from None
+    sam = builder()
+    if checkpoint is not None:
+        load_checkpoint(sam, checkpoint)
+    return sam.eval()
