@@ -14,5 +14,6 @@ app = Celery("maskloop")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = (Queue("gpu"), Queue("cpu"))
 app.conf.task_default_queue = "cpu"
+app.conf.task_routes = {"engine.tasks.embed_image": {"queue": "gpu"}}
 app.conf.broker_connection_retry_on_startup = True
 app.autodiscover_tasks(["engine"])

@@ -107,6 +107,11 @@ class Image(models.Model):
     uploaded_by = models.ForeignKey(
         conf.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # A lease, so that two annotators are not handed the same image at the same time.
+    assigned_to = models.ForeignKey(
+        conf.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    assigned_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

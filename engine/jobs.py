@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 # kind -> (celery task name, queue). Tasks live in engine/tasks.py; the table is the routing.
 JOB_KINDS: dict[str, tuple[str, str]] = {
     "import_folder": ("engine.tasks.run_job", "cpu"),
+    "embed_images": ("engine.tasks.run_job", "gpu"),
 }
 
 

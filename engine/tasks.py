@@ -7,7 +7,8 @@ from typing import Any
 
 from celery import shared_task
 
-from engine import importing, jobs
+from annotator.models import Image, ModelVersion
+from engine import embeddings, importing, jobs
 
 
 @shared_task(name="engine.tasks.run_job")
@@ -28,3 +29,35 @@ def _import_folder(context: jobs.JobContext) -> dict[str, Any]:
         job.project, folder, user=job.created_by, on_progress=on_progress
     )
     return report.as_dict()
+
+
+@shared_task(name="engine.tasks.embed_image")
+def embed_image(image_id: int, version_id: int) -> bool:
+    """Embed one new image for the promoted version (queued on ``gpu`` after an upload)."""
+    image = Image.objects.filter(pk=image_id).first()
+    version = ModelVersion.objects.filter(pk=version_id).first()
+    if image is None or version is None or not version.checkpoint:
+        return False
+    return embeddings.compute(image, version)
+
+
+@jobs.runner("embed_images")
+def _embed_images(context: jobs.JobContext) -> dict[str, Any]:
+    """Precompute the embeddings of every image of the project for its promoted version."""
+    project = context.job.project
+    version = ModelVersion.objects.filter(pk=context.job.params["version"]).first()
+    if version is None or not version.checkpoint:
+        return {"computed": 0, "present": 0, "detail": "no model version with a checkpoint"}
+    image_ids = list(project.images.order_by("id").values_list("pk", flat=True))
+    computed = present = 0
+    for done, image_id in enumerate(image_ids, start=1):
+        image = Image.objects.filter(pk=image_id).first()
+        if image is not None:
+            if embeddings.compute(image, version):
+                computed += 1
+            else:
+                present += 1
+        context.progress(done / len(image_ids), f"{done}/{len(image_ids)} images")
+        if context.cancelled():
+            break
+    return {"computed": computed, "present": present, "version": version.number}

@@ -23,6 +23,7 @@ PERMISSIONS: dict[str, dict[str, frozenset[str]]] = {
     "project": {
         **READ,
         "summary": MEMBERS,
+        "embeddings": ADMIN,
         "update": ADMIN,
         "partial_update": ADMIN,
         "destroy": ADMIN,
@@ -38,6 +39,9 @@ PERMISSIONS: dict[str, dict[str, frozenset[str]]] = {
     "image": {
         **READ,
         "file": MEMBERS,
+        "predict": MEMBERS,
+        "next": EDITORS,
+        "lease": EDITORS,
         "create": ADMIN,
         "partial_update": MEMBERS,
         "destroy": ADMIN,

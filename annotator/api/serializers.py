@@ -90,6 +90,9 @@ class CategorySerializer(serializers.ModelSerializer[Category]):
 
 class ImageSerializer(serializers.ModelSerializer[Image]):
     file_url = serializers.SerializerMethodField()
+    assigned_to: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True
+    )
     mask_count = serializers.IntegerField(read_only=True, required=False)
     has_original = serializers.SerializerMethodField()
 
@@ -105,9 +108,19 @@ class ImageSerializer(serializers.ModelSerializer[Image]):
             "file_url",
             "has_original",
             "mask_count",
+            "assigned_to",
+            "assigned_until",
             "created_at",
         ]
-        read_only_fields = ["file_name", "sha256", "width", "height", "created_at"]
+        read_only_fields = [
+            "file_name",
+            "sha256",
+            "width",
+            "height",
+            "assigned_to",
+            "assigned_until",
+            "created_at",
+        ]
 
     def get_file_url(self, image: Image) -> str:
         return reverse("image-file", kwargs={"project_pk": image.project_id, "pk": image.pk})
@@ -122,8 +135,23 @@ class ImageUploadSerializer(serializers.Serializer[Any]):
     )
 
 
+class NextImageSerializer(serializers.Serializer[Any]):
+    after = serializers.IntegerField(required=False, help_text="move past this image")
+
+
 class ImportFolderSerializer(serializers.Serializer[Any]):
     folder = serializers.CharField(max_length=1000)
+
+
+class PredictSerializer(serializers.Serializer[Any]):
+    """Documents the predict body; ``engine.stages.assisted.parse_prompt`` validates it."""
+
+    points = serializers.ListField(
+        child=serializers.ListField(child=serializers.FloatField()), required=False
+    )
+    labels = serializers.ListField(child=serializers.IntegerField(), required=False)
+    box = serializers.ListField(child=serializers.FloatField(), required=False, allow_null=True)
+    multimask = serializers.BooleanField(default=True)
 
 
 class SegmentationField(serializers.JSONField):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.db import transaction
@@ -30,9 +31,13 @@ from annotator.models import (
     Project,
     PromptLog,
 )
+from engine import assignment, jobs, masks, projects
 from engine import images as image_service
-from engine import jobs, masks, projects
-from engine.errors import DuplicateImage, EngineError, InvalidInput
+from engine.errors import Conflict, DuplicateImage, EngineError, InvalidInput
+from engine.predictors import answering_version
+from engine.stages import assisted
+
+logger = logging.getLogger(__name__)
 
 
 def visible_projects(user: Any) -> QuerySet[Project]:
@@ -128,6 +133,23 @@ class ProjectViewSet(ProjectScopedMixin, viewsets.ModelViewSet[Project]):
     def summary(self, request: Request, pk: str) -> Response:
         return Response(projects.summary(self.get_object()))
 
+    @extend_schema(request=None, responses={202: s.JobSerializer})
+    @action(detail=True, methods=["post"])
+    def embeddings(self, request: Request, pk: str) -> Response:
+        """Precompute the embeddings of every image for the promoted version (a gpu job)."""
+        project = self.get_object()
+        version = answering_version(project)
+        if version is None:
+            raise InvalidInput("no promoted model version with a checkpoint: GrabCut needs none")
+        job = jobs.enqueue(
+            project,
+            "embed_images",
+            key=f"v{version.pk}",
+            params={"version": version.pk},
+            user=request.user,
+        )
+        return Response(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
 
 class MembershipViewSet(ProjectScopedMixin, viewsets.ModelViewSet[Membership]):
     resource = "member"
@@ -217,6 +239,7 @@ class ImageViewSet(
                     created.append(image_service.store(self.get_project(), item, user=request.user))
                 except DuplicateImage as exc:
                     duplicates.append({"file_name": item.file_name, **exc.detail})
+        _embed_soon(self.get_project(), created)
         if not created:
             return Response(
                 {
@@ -258,6 +281,51 @@ class ImageViewSet(
         response["Cache-Control"] = "private, max-age=3600"
         return response
 
+    @extend_schema(request=s.NextImageSerializer, responses={200: s.ImageSerializer, 204: None})
+    @action(detail=False, methods=["post"])
+    def next(self, request: Request, project_pk: str) -> Response:
+        """Lease the next image that needs work (204 when none is left)."""
+        data = s.NextImageSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        image = assignment.next_image(
+            self.get_project(), request.user, after=data.validated_data.get("after")
+        )
+        if image is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(self.get_serializer(self.get_queryset().get(pk=image.pk)).data)
+
+    @extend_schema(request=None, responses={200: s.ImageSerializer})
+    @action(detail=True, methods=["post"])
+    def lease(self, request: Request, project_pk: str, pk: str) -> Response:
+        """Keep the image while its annotation page is open (409 when another holds it)."""
+        image = self.get_object()
+        if not assignment.renew(image, request.user):
+            raise Conflict(f"image {image.pk} is being annotated by someone else")
+        return Response(self.get_serializer(self.get_queryset().get(pk=image.pk)).data)
+
+    @extend_schema(request=s.PredictSerializer, responses={200: dict})
+    @action(detail=True, methods=["post"])
+    def predict(self, request: Request, project_pk: str, pk: str) -> Response:
+        """Candidate masks for points and / or a box, as the annotation websocket answers
+        (stateless: no ``mask_input`` handles)."""
+        image = self.get_object()
+        body = request.data
+        if not isinstance(body, dict):
+            raise InvalidInput("send a JSON object")
+        if body.get("mask_input") is not None:
+            raise InvalidInput("mask_input handles exist only on the annotation websocket")
+        prompt = assisted.parse_prompt(body, image)
+        session = assisted.open_session(image, answering_version(image.project))
+        answer = session.predict(prompt)
+        return Response(
+            {
+                "model": session.model_name,
+                "embedding": session.embedding_source,
+                "size": [image.height, image.width],
+                **answer.as_dict(),
+            }
+        )
+
     @extend_schema(request=s.ImportFolderSerializer, responses={202: s.JobSerializer})
     @action(detail=False, methods=["post"], url_path="import-folder")
     def import_folder(self, request: Request, project_pk: str) -> Response:
@@ -275,6 +343,25 @@ class ImageViewSet(
             user=request.user,
         )
         return Response(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+def _embed_soon(project: Project, created: list[Image]) -> None:
+    """Queue the new images' embeddings on the gpu queue, once the upload has committed."""
+    version = answering_version(project)
+    if version is None or not created:
+        return
+    from engine.tasks import embed_image
+
+    ids = [image.pk for image in created]
+
+    def send() -> None:
+        for image_id in ids:
+            try:
+                embed_image.apply_async(args=(image_id, version.pk))
+            except Exception:  # the embedding is computed on first open instead
+                logger.exception("could not queue the embedding of image %s", image_id)
+
+    transaction.on_commit(send)
 
 
 def _refusal(errors: list[EngineError]) -> Response:

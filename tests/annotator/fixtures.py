@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +27,23 @@ class World:
     version: ModelVersion
     candidate: ModelVersion
     users: dict[str, Any]
+
+
+@functools.cache
+def tiny_checkpoint() -> bytes:
+    """A real (random-weight) checkpoint of the tiny test configuration."""
+    import tempfile
+
+    import torch
+
+    from model.build import build_sam
+    from model.checkpoints import save_checkpoint
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "tiny.pth"
+        save_checkpoint(path, build_sam("vit_tiny_test"), {"name": "vit_tiny_test"}, half=True)
+        return path.read_bytes()
 
 
 def square_rle(image: Image, x: int = 4, y: int = 4, size: int = 10) -> dict[str, object]:
@@ -54,8 +73,10 @@ def build_world(users: dict[str, Any], project_factory: Any) -> World:
         data={"x": 5, "y": 5, "label": 1},
     )
     job = Job.objects.create(project=project, kind="import_folder", key="/nowhere")
-    version = ModelVersion.objects.create(project=project, number=0, state="promoted")
-    version.checkpoint.save("v0.pth", ContentFile(b"not really weights"), save=True)
+    version = ModelVersion.objects.create(
+        project=project, number=0, state="promoted", config={"name": "vit_tiny_test"}
+    )
+    version.checkpoint.save("v0.pth", ContentFile(tiny_checkpoint()), save=True)
     candidate = ModelVersion.objects.create(project=project, number=1, parent=version)
     return World(
         project, other, image, other_image, mask, other_mask, job, version, candidate, users

@@ -139,3 +139,42 @@ def test_a_cancelled_job_is_not_run(
     jobs.run(job.pk)
     assert Job.objects.get(pk=job.pk).state == "cancelled"
     assert Image.objects.count() == 0
+
+
+def test_embeddings_are_precomputed_on_the_gpu_queue(
+    worker: Any, users: Any, project_factory: Any, client_for: Any, settings: Any
+) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from engine import embeddings
+    from tests.annotator.test_annotate import promote_tiny_sam
+
+    project = project_factory()
+    client = client_for(users["admin"])
+    before = client.post(f"/api/projects/{project.pk}/embeddings/")
+    assert before.status_code == 400  # GrabCut answers: nothing to precompute
+    for seed in range(3):
+        client.post(
+            f"/api/projects/{project.pk}/images/",
+            {"files": [SimpleUploadedFile(f"{seed}.png", png_bytes(40, 30, seed=seed))]},
+            format="multipart",
+        )
+    version = promote_tiny_sam(project)
+    response = client.post(f"/api/projects/{project.pk}/embeddings/")
+    assert response.status_code == 202
+    job = wait_for(response.data["id"])
+    assert job.state == "succeeded", job.message
+    assert job.result == {"computed": 3, "present": 0, "version": 0}
+    assert all(embeddings.has_embedding(image, version) for image in project.images.all())
+
+    # A new upload is embedded by the worker without being asked.
+    client.post(
+        f"/api/projects/{project.pk}/images/",
+        {"files": [SimpleUploadedFile("new.png", png_bytes(40, 30, seed=99))]},
+        format="multipart",
+    )
+    new = project.images.get(file_name="new.png")
+    deadline = time.monotonic() + 60
+    while not embeddings.has_embedding(new, version) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert embeddings.has_embedding(new, version)

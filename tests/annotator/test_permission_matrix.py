@@ -43,6 +43,7 @@ ENDPOINTS = [
         "project-stage", "patch", lambda w: f"{p(w)}/", ADMIN, 200, lambda w: {"stage": "semi"}
     ),
     Endpoint("project-delete", "delete", lambda w: f"{p(w)}/", ADMIN, 200),
+    Endpoint("project-embeddings", "post", lambda w: f"{p(w)}/embeddings/", ADMIN, 202),
     Endpoint("members-list", "get", lambda w: f"{p(w)}/members/", ALL, 200),
     Endpoint(
         "members-add",
@@ -94,6 +95,14 @@ ENDPOINTS = [
     Endpoint("images-list", "get", lambda w: f"{p(w)}/images/", ALL, 200),
     Endpoint("images-detail", "get", lambda w: f"{p(w)}/images/{w.image.pk}/", ALL, 200),
     Endpoint("images-file", "get", lambda w: f"{p(w)}/images/{w.image.pk}/file/", ALL, 200),
+    Endpoint(
+        "images-predict",
+        "post",
+        lambda w: f"{p(w)}/images/{w.image.pk}/predict/",
+        ALL,
+        200,
+        lambda w: {"points": [[20, 15]], "labels": [1]},
+    ),
     Endpoint(
         "images-upload",
         "post",
