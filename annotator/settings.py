@@ -8,6 +8,7 @@ a Celery worker on kombu's filesystem transport, Channels' in-memory layer. Prod
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
@@ -156,6 +157,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MASKLOOP_MAX_REQUEST_BYTES", 50 * 1024 * 
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 MASKLOOP_MAX_IMAGE_PIXELS = env_int("MASKLOOP_MAX_IMAGE_PIXELS", 100_000_000)
 MASKLOOP_MAX_IMAGE_BYTES = env_int("MASKLOOP_MAX_IMAGE_BYTES", 200 * 1024 * 1024)
+# Torch threads per process: the web process and the worker share the machine, and two
+# processes each using every core stall each other (measured 10-20x slower on 2 cores).
+MASKLOOP_TORCH_THREADS = env_int("MASKLOOP_TORCH_THREADS", max(1, (os.cpu_count() or 2) // 2))
 # Server-side import folders are allowed only under these roots (DECISIONS 16).
 IMPORT_ROOTS = [Path(p).resolve() for p in env_list("IMPORT_ROOTS", [])]
 

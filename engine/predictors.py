@@ -68,6 +68,12 @@ def make_predictor(version: ModelVersion | None) -> InteractivePredictor:
     """A fresh predictor (it holds one image's state) for the version."""
     if version is None or not version.checkpoint:
         return GrabCutPredictor()
+    import torch
+    from django.conf import settings
+
     from model.predictor import SamPredictor
+
+    if torch.get_num_threads() != settings.MASKLOOP_TORCH_THREADS:
+        torch.set_num_threads(settings.MASKLOOP_TORCH_THREADS)
 
     return SamPredictor(load_model(version))
