@@ -160,6 +160,9 @@ MASKLOOP_MAX_IMAGE_BYTES = env_int("MASKLOOP_MAX_IMAGE_BYTES", 200 * 1024 * 1024
 # Torch threads per process: the web process and the worker share the machine, and two
 # processes each using every core stall each other (measured 10-20x slower on 2 cores).
 MASKLOOP_TORCH_THREADS = env_int("MASKLOOP_TORCH_THREADS", max(1, (os.cpu_count() or 2) // 2))
+# Version 0 of new projects: the shipped starter checkpoint by default, a path to another, or
+# "none" to start projects with GrabCut only.
+MASKLOOP_STARTER_CHECKPOINT = env_str("MASKLOOP_STARTER_CHECKPOINT", "")
 # Server-side import folders are allowed only under these roots (DECISIONS 16).
 IMPORT_ROOTS = [Path(p).resolve() for p in env_list("IMPORT_ROOTS", [])]
 

@@ -27,6 +27,9 @@ def create_project(
         Membership.objects.create(project=project, user=owner, role=Role.ADMIN)
     for category in categories or []:
         project.categories.create(name=category)
+    from engine.starter import add_starter_version
+
+    add_starter_version(project, user=owner)
     return project
 
 
@@ -104,7 +107,13 @@ def delete_images(images: Any) -> dict[str, int]:
 
 def delete_project(project: Project) -> dict[str, int]:
     counts = delete_images(project.images.all())
-    version_files = [v.checkpoint for v in project.model_versions.all() if v.checkpoint]
+    from engine.starter import is_shared
+
+    version_files = [
+        v.checkpoint
+        for v in project.model_versions.all()
+        if v.checkpoint and not is_shared(v.checkpoint.name)
+    ]
     counts["model_versions"] = project.model_versions.count()
     counts["jobs"] = project.jobs.count()
     counts["files"] += len(version_files)

@@ -24,6 +24,8 @@ def _django_test_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Non
         settings = request.getfixturevalue("settings")
         settings.MEDIA_ROOT = tmp_path / "media"
         settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+        # Projects start with GrabCut unless a test ships them a starter model itself.
+        settings.MASKLOOP_STARTER_CHECKPOINT = "none"
 
 
 @pytest.fixture
