@@ -11,6 +11,7 @@ from annotator.models import Project
 from engine import images
 from engine.errors import DuplicateImage
 from engine.projects import create_project
+from engine.starter import add_starter_version
 
 DEMO_NAME = "Demo: scikit-image photos"
 DEMO_PHOTOS = [
@@ -57,6 +58,9 @@ def ensure_demo_project(owner: Any) -> tuple[Project, int]:
             description="Photos shipped with scikit-image, to try Maskloop right away.",
             categories=DEMO_CATEGORIES,
         )
+    else:
+        # A demo made before a starter model was installed gets it now.
+        add_starter_version(project, user=owner)
     added = 0
     for file_name, data in demo_photos():
         try:
