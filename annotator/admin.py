@@ -1,8 +1,13 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from annotator import models
+from engine import jobs
+from engine.errors import EngineError
+from engine.predictors import answering_version
 
 
 class MembershipInline(admin.TabularInline[models.Membership, models.Project]):
@@ -22,6 +27,33 @@ class ProjectAdmin(admin.ModelAdmin[models.Project]):
     list_filter = ["stage"]
     search_fields = ["name"]
     inlines = [MembershipInline, CategoryInline]
+    actions = ["precompute_embeddings"]
+
+    @admin.action(description="Precompute embeddings for the promoted model version")
+    def precompute_embeddings(
+        self, request: HttpRequest, queryset: QuerySet[models.Project]
+    ) -> None:
+        for project in queryset:
+            version = answering_version(project)
+            if version is None:
+                self.message_user(
+                    request, f"{project}: GrabCut answers, nothing to precompute", messages.INFO
+                )
+                continue
+            try:
+                job = jobs.enqueue(
+                    project,
+                    "embed_images",
+                    key=f"v{version.pk}",
+                    params={"version": version.pk},
+                    user=request.user,
+                )
+            except EngineError as exc:
+                self.message_user(request, f"{project}: {exc.message}", messages.WARNING)
+                continue
+            self.message_user(
+                request, f"{project}: embedding job {job.pk} queued", messages.SUCCESS
+            )
 
 
 @admin.register(models.Membership)

@@ -261,3 +261,21 @@ class TestAnnotateWebsocket:
             "/ws/images/999999/annotate/", session_headers(users["admin"]), []
         )
         assert not connected and code == 4403
+
+
+@pytest.mark.django_db
+def test_the_admin_page_precomputes_embeddings(disc: Any, users: Any, client: Any) -> None:
+    from annotator.models import Job
+
+    project, image, _ = disc
+    users["admin"].is_staff = users["admin"].is_superuser = True
+    users["admin"].save()
+    client.force_login(users["admin"])
+    action = {"action": "precompute_embeddings", "_selected_action": [project.pk]}
+    response = client.post("/admin/annotator/project/", action, follow=True)
+    assert "GrabCut answers, nothing to precompute" in response.content.decode()
+    version = promote_tiny_sam(project)
+    response = client.post("/admin/annotator/project/", action, follow=True)
+    job = Job.objects.get(kind="embed_images")
+    assert f"embedding job {job.pk} queued" in response.content.decode()
+    assert job.params == {"version": version.pk}
