@@ -5,9 +5,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from annotator import models
-from engine import jobs
+from engine import embeddings
 from engine.errors import EngineError
-from engine.predictors import answering_version
 
 
 class MembershipInline(admin.TabularInline[models.Membership, models.Project]):
@@ -34,20 +33,8 @@ class ProjectAdmin(admin.ModelAdmin[models.Project]):
         self, request: HttpRequest, queryset: QuerySet[models.Project]
     ) -> None:
         for project in queryset:
-            version = answering_version(project)
-            if version is None:
-                self.message_user(
-                    request, f"{project}: GrabCut answers, nothing to precompute", messages.INFO
-                )
-                continue
             try:
-                job = jobs.enqueue(
-                    project,
-                    "embed_images",
-                    key=f"v{version.pk}",
-                    params={"version": version.pk},
-                    user=request.user,
-                )
+                job = embeddings.enqueue_precompute(project, user=request.user)
             except EngineError as exc:
                 self.message_user(request, f"{project}: {exc.message}", messages.WARNING)
                 continue

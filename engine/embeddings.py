@@ -130,3 +130,17 @@ def delete_for_images(shas: list[str], versions: list[ModelVersion]) -> int:
                 default_storage.delete(name)
                 removed += 1
     return removed
+
+
+def enqueue_precompute(project: Any, *, user: Any = None) -> Any:
+    """Queue the job that embeds every image of the project for its promoted version.
+    InvalidInput when GrabCut answers (nothing to embed); Conflict when already queued."""
+    from engine import jobs
+    from engine.errors import InvalidInput
+
+    version = predictors.answering_version(project)
+    if version is None:
+        raise InvalidInput("no promoted model version with a checkpoint: GrabCut needs none")
+    return jobs.enqueue(
+        project, "embed_images", key=f"v{version.pk}", params={"version": version.pk}, user=user
+    )

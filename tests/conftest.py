@@ -8,7 +8,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image as PILImage
+
+# The suite shares the machine with the servers and workers it starts: two intra-op threads
+# stall at every OpenMP barrier while another process holds a core (measured 10-20x slower on
+# 2 cores); one thread stays steady.
+torch.set_num_threads(int(os.environ.get("MASKLOOP_TEST_TORCH_THREADS", "1")))
 
 SHARED_DATA = Path(
     os.environ.get(

@@ -31,7 +31,7 @@ from annotator.models import (
     Project,
     PromptLog,
 )
-from engine import assignment, jobs, masks, projects
+from engine import assignment, embeddings, jobs, masks, projects
 from engine import images as image_service
 from engine.errors import Conflict, DuplicateImage, EngineError, InvalidInput
 from engine.predictors import answering_version
@@ -137,17 +137,7 @@ class ProjectViewSet(ProjectScopedMixin, viewsets.ModelViewSet[Project]):
     @action(detail=True, methods=["post"])
     def embeddings(self, request: Request, pk: str) -> Response:
         """Precompute the embeddings of every image for the promoted version (a gpu job)."""
-        project = self.get_object()
-        version = answering_version(project)
-        if version is None:
-            raise InvalidInput("no promoted model version with a checkpoint: GrabCut needs none")
-        job = jobs.enqueue(
-            project,
-            "embed_images",
-            key=f"v{version.pk}",
-            params={"version": version.pk},
-            user=request.user,
-        )
+        job = embeddings.enqueue_precompute(self.get_object(), user=request.user)
         return Response(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 

@@ -273,7 +273,7 @@ def test_the_admin_page_precomputes_embeddings(disc: Any, users: Any, client: An
     client.force_login(users["admin"])
     action = {"action": "precompute_embeddings", "_selected_action": [project.pk]}
     response = client.post("/admin/annotator/project/", action, follow=True)
-    assert "GrabCut answers, nothing to precompute" in response.content.decode()
+    assert "GrabCut needs none" in response.content.decode()
     version = promote_tiny_sam(project)
     response = client.post("/admin/annotator/project/", action, follow=True)
     job = Job.objects.get(kind="embed_images")

@@ -11,15 +11,6 @@ from model.build import available, build_sam
 from model.checkpoints import save_checkpoint
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    # Two torch threads on a shared 2-core machine stall each other (measured 10-20x).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_the_small_configuration_embeds_at_one_sixteenth_and_ships_under_25_mb(
     tmp_path: Path,
 ) -> None:

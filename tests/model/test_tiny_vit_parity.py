@@ -41,16 +41,6 @@ OFFICIAL_KWARGS = dict(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # The suite shares a 2-core machine: two intra-op threads stall at every OpenMP barrier
-    # while another process holds a core (measured 10-20x slower); one thread stays steady.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _missing(what: str) -> NoReturn:
     # DECISIONS 9: on CI a missing component fails the run; elsewhere it skips.
     message = f"{what} not installed: pip install {REFERENCE_PIP}"
