@@ -6,6 +6,12 @@ from frontend import views
 urlpatterns = [
     path("", views.project_list, name="project-list"),
     path("projects/<int:project_id>/", views.project_detail, name="project-detail"),
+    path("projects/<int:project_id>/annotate/", views.annotate_next, name="annotate-next"),
+    path(
+        "projects/<int:project_id>/images/<int:image_id>/annotate/",
+        views.annotate_image,
+        name="annotate-image",
+    ),
     path(
         "login/",
         auth_views.LoginView.as_view(template_name="frontend/login.html"),

@@ -6,9 +6,14 @@ from django.contrib.auth.decorators import login_required
 from django.db import connection
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.csrf import ensure_csrf_cookie
 
 from annotator.api.views import visible_projects
+from annotator.models import Image
+from engine import assignment
+from engine.predictors import answering_version, version_key
 from engine.projects import role_of, summary
 
 
@@ -27,6 +32,8 @@ def project_list(request: HttpRequest) -> HttpResponse:
 def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
     project = get_object_or_404(visible_projects(request.user), pk=project_id)
     images = project.images.annotate(mask_count=Count("masks")).order_by("id")[:500]
+    project_summary = summary(project)
+    by_state = project_summary["images_by_state"]
     return render(
         request,
         "frontend/project_detail.html",
@@ -34,9 +41,77 @@ def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
             "project": project,
             "role": role_of(request.user, project),
             "images": images,
-            "summary": summary(project),
+            "summary": project_summary,
+            "to_do": sum(by_state.get(state, 0) for state in assignment.NEEDS_WORK),
             "categories": project.categories.all(),
         },
+    )
+
+
+@login_required
+def annotate_next(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Lease the next image that needs work to this user and open it; a page saying so when
+    every image is done (or held by other annotators)."""
+    project = get_object_or_404(visible_projects(request.user), pk=project_id)
+    image = assignment.next_image(project, request.user)
+    if image is not None:
+        return redirect("annotate-image", project_id=project.pk, image_id=image.pk)
+    return render(
+        request,
+        "frontend/annotate_done.html",
+        {"project": project, "summary": summary(project)},
+    )
+
+
+@login_required
+@ensure_csrf_cookie  # the page's fetch calls send it back as X-CSRFToken
+def annotate_image(request: HttpRequest, project_id: int, image_id: int) -> HttpResponse:
+    """The annotation page of one image. Any member may open any image of the project (a
+    reviewer checking, an admin fixing); the page warns when another annotator holds it."""
+    project = get_object_or_404(visible_projects(request.user), pk=project_id)
+    image = get_object_or_404(
+        Image.objects.select_related("assigned_to"), project=project, pk=image_id
+    )
+    held_by = (
+        image.assigned_to.get_username()
+        if assignment.held_by_other(image, request.user) and image.assigned_to
+        else None
+    )
+    version = answering_version(project)
+    position = project.images.filter(pk__lte=image.pk).count()
+    total = project.images.count()
+    config = {
+        "project": {"id": project.pk, "name": project.name, "stage": project.stage},
+        "image": {
+            "id": image.pk,
+            "file_name": image.file_name,
+            "width": image.width,
+            "height": image.height,
+            "state": image.state,
+            "position": position,
+            "total": total,
+        },
+        "user": {"username": request.user.get_username(), "role": role_of(request.user, project)},
+        "categories": [
+            {"id": c.pk, "name": c.name, "color": c.color}
+            for c in project.categories.order_by("id")
+        ],
+        "model": {"name": version_key(version), "version": version.pk if version else None},
+        "held_by": held_by,
+        "urls": {
+            "api": f"/api/projects/{project.pk}/",
+            "file": reverse("image-file", kwargs={"project_pk": project.pk, "pk": image.pk}),
+            "socket": f"/ws/images/{image.pk}/annotate/",
+            "project": reverse("project-detail", args=[project.pk]),
+            "next": reverse("annotate-next", args=[project.pk]),
+            # The page fills in {id} of the next image it is handed.
+            "image_page": f"/projects/{project.pk}/images/{{id}}/annotate/",
+        },
+    }
+    return render(
+        request,
+        "frontend/annotate.html",
+        {"project": project, "image": image, "held_by": held_by, "config": config},
     )
 
 
