@@ -33,7 +33,7 @@ status=0
 echo "==> ruff"
 .venv/bin/ruff check . && .venv/bin/ruff format --check . || status=1
 echo "==> mypy"
-.venv/bin/mypy annotator engine model || status=1
+.venv/bin/mypy annotator engine model frontend || status=1
 echo "==> pytest on PostgreSQL + Redis"
 .venv/bin/python -m pytest "$@" || status=1
 echo "==> API tests again on the embedded defaults (SQLite, filesystem broker, in-memory layer)"
