@@ -58,6 +58,13 @@ def renew(image: Image, user: Any) -> bool:
     )
 
 
+def give_back(image: Image, user: Any) -> None:
+    """End the user's lease on the image (another user's lease stays)."""
+    Image.objects.filter(pk=image.pk, assigned_to=user).update(
+        assigned_to=None, assigned_until=None
+    )
+
+
 def release(project: Project, user: Any, *, keep: int | None = None) -> None:
     Image.objects.filter(project=project, assigned_to=user).exclude(pk=keep or 0).update(
         assigned_to=None, assigned_until=None

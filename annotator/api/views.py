@@ -285,12 +285,20 @@ class ImageViewSet(
         return Response(self.get_serializer(self.get_queryset().get(pk=image.pk)).data)
 
     @extend_schema(request=None, responses={200: s.ImageSerializer})
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post", "delete"])
     def lease(self, request: Request, project_pk: str, pk: str) -> Response:
-        """Keep the image while its annotation page is open (409 when another holds it)."""
+        """POST keeps the image while its annotation page is open (409, naming the holder,
+        when another holds it); DELETE gives it back (only the holder's lease goes)."""
         image = self.get_object()
-        if not assignment.renew(image, request.user):
-            raise Conflict(f"image {image.pk} is being annotated by someone else")
+        if request.method == "DELETE":
+            assignment.give_back(image, request.user)
+        elif not assignment.renew(image, request.user):
+            holder = Image.objects.filter(pk=image.pk).values_list(
+                "assigned_to__username", flat=True
+            )
+            raise Conflict(
+                f"image {image.pk} is being annotated by {holder[0]}", assigned_to=holder[0]
+            )
         return Response(self.get_serializer(self.get_queryset().get(pk=image.pk)).data)
 
     @extend_schema(request=s.PredictSerializer, responses={200: dict})

@@ -50,6 +50,7 @@ class AnnotateConsumer(AsyncWebsocketConsumer):
                 "image": {"id": image.pk, "width": image.width, "height": image.height},
                 "model": self.session.model_name,
                 "model_version": version.pk if version else None,
+                "model_number": version.number if version else None,
                 "embedding": self.session.embedding_source,
                 "ms": round(self.session.open_seconds * 1000, 1),
             }

@@ -69,3 +69,16 @@ def test_new_images_come_before_half_done_ones(project: Any, users: Any, client_
     project.images.filter(pk=first.pk).update(state="in_progress")
     got = next_for(client_for(users["annotator"]), project).data
     assert got["state"] == "new"
+
+
+def test_a_lease_is_given_back_and_the_holder_is_named(
+    project: Any, users: Any, client_for: Any
+) -> None:
+    held = next_for(client_for(users["annotator"]), project).data
+    url = f"/api/projects/{project.pk}/images/{held['id']}/lease/"
+    refused = client_for(users["second"]).post(url)
+    assert refused.status_code == 409 and refused.data["assigned_to"] == "annotator"
+    client_for(users["second"]).delete(url)  # not theirs: nothing happens
+    assert Image.objects.get(pk=held["id"]).assigned_to == users["annotator"]
+    assert client_for(users["annotator"]).delete(url).data["assigned_to"] is None
+    assert client_for(users["second"]).post(url).status_code == 200

@@ -120,6 +120,8 @@ ENDPOINTS = [
         200,
         lambda w: {"state": "skipped"},
     ),
+    Endpoint("images-next", "post", lambda w: f"{p(w)}/images/next/", ALL, 200),
+    Endpoint("images-lease", "post", lambda w: f"{p(w)}/images/{w.image.pk}/lease/", ALL, 200),
     Endpoint("images-delete", "delete", lambda w: f"{p(w)}/images/{w.image.pk}/", ADMIN, 200),
     Endpoint("masks-list", "get", lambda w: f"{p(w)}/masks/?image={w.image.pk}", ALL, 200),
     Endpoint("masks-detail", "get", lambda w: f"{p(w)}/masks/{w.mask.pk}/", ALL, 200),

@@ -94,6 +94,12 @@ class Annotator {
     window.addEventListener("beforeunload", (event) => {
       if (this.hasUnsavedMask()) event.preventDefault();
     });
+    // Give the image back when the tab goes, so that it is not held for the lease's 10 minutes.
+    window.addEventListener("pagehide", () => {
+      api(`${this.api}images/${this.image.id}/lease/`, { method: "DELETE", keepalive: true }).catch(
+        () => {},
+      );
+    });
     this.refresh();
   }
 
@@ -101,7 +107,7 @@ class Annotator {
 
   onReady(message) {
     this.modelVersion = message.model_version;
-    const name = message.model === "grabcut" ? "GrabCut" : `Model ${message.model}`;
+    const name = message.model === "grabcut" ? "GrabCut" : `Model v${message.model_number}`;
     const ms = fmt(message.ms);
     const how = {
       computed: `embedding computed in ${ms} ms`,
