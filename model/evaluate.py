@@ -73,10 +73,28 @@ def _make_grabcut(arg: str) -> InteractivePredictor:
     return GrabCutPredictor()
 
 
-#: Predictor name -> factory taking whatever follows ``name:`` in the spec ("" when nothing).
-#: Add e.g. ``"checkpoint": lambda path: SamPredictor(load_checkpoint(path))`` here or with
-#: :func:`register_predictor`.
-PREDICTORS: dict[str, PredictorFactory] = {"grabcut": _make_grabcut}
+def _make_checkpoint(arg: str) -> InteractivePredictor:
+    """``checkpoint:PATH`` (ours: the configuration is named inside) or
+    ``checkpoint:CONFIG=PATH`` (e.g. an official ``vit_b=sam_vit_b_01ec64.pth``)."""
+    from model.build import build_sam
+    from model.checkpoints import read_checkpoint
+    from model.predictor import SamPredictor
+
+    config, sep, path = arg.partition("=")
+    if not sep:
+        path = arg
+        config = read_checkpoint(path).get("config", {}).get("name", "")
+        if not config:
+            raise ValueError(f"{path} names no configuration; use checkpoint:CONFIG=PATH")
+    return SamPredictor(build_sam(config, checkpoint=path))
+
+
+#: Predictor name -> factory taking whatever follows ``name:`` in the spec ("" when nothing);
+#: more with :func:`register_predictor`.
+PREDICTORS: dict[str, PredictorFactory] = {
+    "grabcut": _make_grabcut,
+    "checkpoint": _make_checkpoint,
+}
 
 
 def register_predictor(name: str, factory: PredictorFactory) -> None:

@@ -263,3 +263,21 @@ def test_grabcut_on_three_davis_validation_images() -> None:
     # scene, and 5-px negative discs barely pull it back. The bound catches a broken pipeline
     # (swapped x/y, inverted masks give ~0), not GrabCut's weakness.
     assert metrics.miou[5] > 0.2
+
+
+def test_a_checkpoint_spec_builds_its_configuration(tmp_path: Path) -> None:
+    from model.build import build_sam
+    from model.checkpoints import save_checkpoint
+    from model.evaluate import make_predictor
+    from model.predictor import SamPredictor
+
+    path = save_checkpoint(tmp_path / "m.pt", build_sam("vit_tiny_test"), {"name": "vit_tiny_test"})
+    predictor = make_predictor(f"checkpoint:{path}")
+    assert isinstance(predictor, SamPredictor) and predictor.model.image_size == 128
+    official = tmp_path / "official.pth"
+    import torch
+
+    torch.save(build_sam("vit_tiny_test").state_dict(), official)
+    assert isinstance(make_predictor(f"checkpoint:vit_tiny_test={official}"), SamPredictor)
+    with pytest.raises(ValueError, match="names no configuration"):
+        make_predictor(f"checkpoint:{official}")
