@@ -76,3 +76,30 @@ def test_setup_demo_is_idempotent() -> None:
     out, _ = run("setup_demo")
     assert "password unchanged" in out
     assert project.images.count() == count
+
+
+def test_add_model_version_checks_and_promotes(tmp_path: Path, project_factory: Any) -> None:
+    import torch
+
+    from model.build import build_sam
+    from model.checkpoints import save_checkpoint
+
+    project = project_factory()
+    ours = save_checkpoint(
+        tmp_path / "ours.pt", build_sam("vit_tiny_test"), {"name": "vit_tiny_test"}
+    )
+    out, _ = run("add_model_version", str(project.pk), str(ours), "--promote")
+    assert "v0 (promoted)" in out
+    official = tmp_path / "official.pth"
+    torch.save(build_sam("vit_tiny_test").state_dict(), official)
+    with pytest.raises(CommandError, match="unknown configuration"):
+        run("add_model_version", str(project.pk), str(official))
+    with pytest.raises(CommandError, match="does not fit vit_b"):
+        run("add_model_version", str(project.pk), str(official), "--config", "vit_b")
+    out, _ = run("add_model_version", str(project.pk), str(official), "--config", "vit_tiny_test")
+    assert "v1 (candidate)" in out
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    with pytest.raises(CommandError, match="not a readable checkpoint"):
+        run("add_model_version", str(project.pk), str(tmp_path / "junk.pth"))
+    assert project.promoted_version().number == 0
+    assert project.model_versions.get(number=1).parent == project.promoted_version()
