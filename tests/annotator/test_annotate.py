@@ -279,3 +279,26 @@ def test_the_admin_page_precomputes_embeddings(disc: Any, users: Any, client: An
     job = Job.objects.get(kind="embed_images")
     assert f"embedding job {job.pk} queued" in response.content.decode()
     assert job.params == {"version": version.pk}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("how", ["header", "query", "wrong"])
+def test_scripts_open_the_websocket_with_a_token(how: str, disc: Any, users: Any) -> None:
+    from rest_framework.authtoken.models import Token
+
+    project, image, _ = disc
+    key = Token.objects.create(user=users["annotator"]).key
+    path = f"/ws/images/{image.pk}/annotate/"
+    headers = [(b"origin", b"http://127.0.0.1")]
+    if how == "header":
+        headers.append((b"authorization", f"Token {key}".encode()))
+    elif how == "query":
+        path += f"?token={key}"
+    else:
+        path += "?token=not-a-token"
+    click = {"type": "predict", "id": 1, "points": [[60, 45]], "labels": [1]}
+    connected, code, answers = async_to_sync(talk)(path, headers, [click] if how != "wrong" else [])
+    if how == "wrong":
+        assert not connected and code == 4403
+    else:
+        assert connected and answers[1]["type"] == "prediction"
