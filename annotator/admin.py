@@ -1,11 +1,16 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import FileResponse, Http404, HttpRequest
+from django.shortcuts import get_object_or_404
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
 
 from annotator import models
 from engine import embeddings
+from engine import exports as export_service
 from engine.errors import EngineError
 
 
@@ -88,3 +93,39 @@ class JobAdmin(admin.ModelAdmin[models.Job]):
     list_display = ["id", "project", "kind", "state", "progress", "created_at", "finished_at"]
     list_filter = ["kind", "state"]
     readonly_fields = ["celery_id", "started_at", "finished_at"]
+
+
+@admin.register(models.Export)
+class ExportAdmin(admin.ModelAdmin[models.Export]):
+    """Exports with a download link (served through the admin, for staff who may view
+    exports); expired ones answer 404 as on the API."""
+
+    list_display = ["id", "project", "format", "images", "masks", "size", "expires_at", "link"]
+    list_filter = ["format"]
+    readonly_fields = ["job", "params", "file", "size", "images", "masks", "expires_at", "link"]
+
+    @admin.display(description="download")
+    def link(self, export: models.Export) -> str:
+        if not export_service.available(export):
+            return "expired"
+        url = reverse("admin:annotator_export_download", args=[export.pk])
+        return format_html('<a href="{}">download</a>', url)
+
+    def get_urls(self) -> list[URLPattern]:
+        download = self.admin_site.admin_view(self.download)
+        return [
+            path("<int:pk>/download/", download, name="annotator_export_download"),
+            *super().get_urls(),
+        ]
+
+    def download(self, request: HttpRequest, pk: int) -> FileResponse:
+        export = get_object_or_404(models.Export, pk=pk)
+        if not self.has_view_permission(request, export):
+            raise PermissionDenied
+        if not export_service.available(export):
+            raise Http404("this export has expired or its file is gone; make it again")
+        return FileResponse(
+            export.file.open("rb"),
+            as_attachment=True,
+            filename=(export.file.name or "export").rsplit("/", 1)[-1],
+        )

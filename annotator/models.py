@@ -14,6 +14,15 @@ class Stage(models.TextChoices):
     AUTOMATIC = "automatic", "Fully automatic"
 
 
+class MaskSource(models.TextChoices):
+    """Where a mask came from: one of the stages, or an import of existing labels."""
+
+    ASSISTED = "assisted", "Assisted-manual"
+    SEMI = "semi", "Semi-automatic"
+    AUTOMATIC = "automatic", "Fully automatic"
+    IMPORTED = "imported", "Imported"
+
+
 class Role(models.TextChoices):
     ADMIN = "admin", "Admin"
     ANNOTATOR = "annotator", "Annotator"
@@ -176,7 +185,7 @@ class Mask(models.Model):
     rle_counts = models.TextField()
     bbox = models.JSONField(help_text="[x, y, width, height] in pixels, COCO convention")
     area = models.PositiveIntegerField()
-    source_stage = models.CharField(max_length=16, choices=Stage.choices)
+    source_stage = models.CharField(max_length=16, choices=MaskSource.choices)
     model_version = models.ForeignKey(
         ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="masks"
     )
@@ -286,3 +295,37 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} job {self.pk} ({self.state})"
+
+
+def export_upload_path(instance: Export, filename: str) -> str:
+    return f"exports/{instance.project_id}/{filename}"
+
+
+class Export(models.Model):
+    """A finished export file (SA-1B shards or COCO), downloadable until ``expires_at``."""
+
+    class Format(models.TextChoices):
+        SA1B = "sa1b", "SA-1B"
+        COCO = "coco", "COCO instances"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="exports")
+    job = models.ForeignKey(
+        Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="exports"
+    )
+    format = models.CharField(max_length=8, choices=Format.choices)
+    params = models.JSONField(default=dict, blank=True)
+    file = models.FileField(upload_to=export_upload_path, max_length=500)
+    size = models.PositiveBigIntegerField(default=0)
+    images = models.PositiveIntegerField(default=0)
+    masks = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(
+        conf.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.format} export {self.pk} of {self.project}"

@@ -165,6 +165,10 @@ MASKLOOP_TORCH_THREADS = env_int("MASKLOOP_TORCH_THREADS", max(1, (os.cpu_count(
 MASKLOOP_STARTER_CHECKPOINT = env_str("MASKLOOP_STARTER_CHECKPOINT", "")
 # Server-side import folders are allowed only under these roots (DECISIONS 16).
 IMPORT_ROOTS = [Path(p).resolve() for p in env_list("IMPORT_ROOTS", [])]
+# Export files are deleted (and their download answers 404) this many hours after they are made.
+EXPORT_TTL_HOURS = env_int("EXPORT_TTL_HOURS", 72)
+# Largest archive or JSON accepted for a dataset import (bytes, unpacked).
+MASKLOOP_MAX_IMPORT_BYTES = env_int("MASKLOOP_MAX_IMPORT_BYTES", 20 * 1024 * 1024 * 1024)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -6,7 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
-from annotator.api import views
+from annotator.api import exports, views
 
 router = DefaultRouter()
 router.register("projects", views.ProjectViewSet, basename="project")
@@ -18,6 +18,8 @@ nested = {
     "prompt-logs": (views.PromptLogViewSet, "prompt-log"),
     "jobs": (views.JobViewSet, "job"),
     "model-versions": (views.ModelVersionViewSet, "model-version"),
+    "exports": (exports.ExportViewSet, "export"),
+    "imports": (exports.ImportViewSet, "import"),
 }
 for prefix, (viewset, basename) in nested.items():
     router.register(rf"projects/(?P<project_pk>\d+)/{prefix}", viewset, basename=basename)

@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 JOB_KINDS: dict[str, tuple[str, str]] = {
     "import_folder": ("engine.tasks.run_job", "cpu"),
     "embed_images": ("engine.tasks.run_job", "gpu"),
+    "export": ("engine.tasks.run_job", "cpu"),
+    "import_dataset": ("engine.tasks.run_job", "cpu"),
 }
 
 

@@ -116,6 +116,9 @@ def delete_project(project: Project) -> dict[str, int]:
     ]
     counts["model_versions"] = project.model_versions.count()
     counts["jobs"] = project.jobs.count()
+    export_files = [e.file for e in project.exports.all() if e.file]
+    counts["exports"] = project.exports.count()
+    version_files += export_files
     counts["files"] += len(version_files)
     with transaction.atomic():
         project.delete()

@@ -8,7 +8,11 @@ from typing import Any
 from celery import shared_task
 
 from annotator.models import Image, ModelVersion
-from engine import embeddings, importing, jobs
+from engine import embeddings, exports, importing, jobs
+from engine.io import imports
+
+# Imported for their @jobs.runner registrations ("export", "import_dataset").
+__all__ = ["exports", "imports"]
 
 
 @shared_task(name="engine.tasks.run_job")

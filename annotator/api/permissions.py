@@ -57,6 +57,16 @@ PERMISSIONS: dict[str, dict[str, frozenset[str]]] = {
     "prompt_log": {**READ, "create": EDITORS},
     "job": {**READ, "cancel": ADMIN},
     "model_version": {**READ, "download": MEMBERS, "promote": ADMIN, "reject": ADMIN},
+    # Exports hold the whole dataset: admins make and delete them; admins and reviewers (who
+    # check the data) list and download them; annotators do not.
+    "export": {
+        "list": REVIEWERS,
+        "retrieve": REVIEWERS,
+        "download": REVIEWERS,
+        "create": ADMIN,
+        "destroy": ADMIN,
+    },
+    "import": {"create": ADMIN},
 }
 
 # Fields only some roles may change, checked in addition to the action.

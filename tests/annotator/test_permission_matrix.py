@@ -200,6 +200,58 @@ ENDPOINTS = [
     ),
 ]
 
+
+def an_export(w: World) -> int:
+    from engine.exports import make_export
+
+    return make_export(w.project, {"format": "coco", "include_images": False}).pk
+
+
+def sa1b_shard() -> SimpleUploadedFile:
+    import io
+    import json
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        data = json.dumps({"image": {}, "annotations": []}).encode()
+        info = tarfile.TarInfo("sa_1.json")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    return SimpleUploadedFile("sa_000000.tar", buffer.getvalue())
+
+
+REVIEWERS = {"admin", "reviewer"}
+ENDPOINTS += [
+    Endpoint("exports-list", "get", lambda w: f"{p(w)}/exports/", REVIEWERS, 200),
+    Endpoint(
+        "exports-create",
+        "post",
+        lambda w: f"{p(w)}/exports/",
+        ADMIN,
+        202,
+        lambda w: {"format": "coco", "masks_as": "polygons"},
+    ),
+    Endpoint("exports-detail", "get", lambda w: f"{p(w)}/exports/{an_export(w)}/", REVIEWERS, 200),
+    Endpoint(
+        "exports-download",
+        "get",
+        lambda w: f"{p(w)}/exports/{an_export(w)}/download/",
+        REVIEWERS,
+        200,
+    ),
+    Endpoint("exports-delete", "delete", lambda w: f"{p(w)}/exports/{an_export(w)}/", ADMIN, 204),
+    Endpoint(
+        "imports-upload",
+        "post",
+        lambda w: f"{p(w)}/imports/",
+        ADMIN,
+        202,
+        lambda w: {"format": "sa1b", "file": sa1b_shard()},
+        multipart=True,
+    ),
+]
+
 ROLES = ["admin", "annotator", "reviewer", "outsider"]
 
 

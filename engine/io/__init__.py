@@ -1,0 +1,1 @@
+"""Dataset formats in and out: SA-1B, COCO, and safe archive reading."""
