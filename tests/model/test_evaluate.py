@@ -188,7 +188,9 @@ def test_paired_bootstrap_finds_a_real_gain_and_not_noise() -> None:
 
 def test_make_predictor_knows_grabcut_and_rejects_unknown_specs() -> None:
     assert isinstance(ev.make_predictor("grabcut"), GrabCutPredictor)
-    with pytest.raises(ValueError, match="known: .*grabcut"):
+    with pytest.raises(ValueError, match="known: checkpoint, grabcut"):
+        ev.make_predictor("sam9:/nowhere.pt")
+    with pytest.raises(FileNotFoundError):
         ev.make_predictor("checkpoint:/nowhere.pt")
 
 
