@@ -90,3 +90,22 @@ def client_for() -> Callable[[Any], Any]:
         return client
 
     return make
+
+
+@pytest.fixture
+def project_with_two_annotators(
+    project_factory: Callable[..., Any], users: dict[str, Any], django_user_model: Any
+) -> Callable[[int], Any]:
+    """A project whose annotators are ``annotator`` and ``second``, with N images."""
+    from annotator.models import Membership, Role
+    from engine import images
+
+    def make(image_count: int) -> Any:
+        project = project_factory()
+        users["second"] = django_user_model.objects.create_user(username="second", password="x")
+        Membership.objects.create(project=project, user=users["second"], role=Role.ANNOTATOR)
+        for seed in range(image_count):
+            images.store(project, images.prepare(png_bytes(seed=seed), f"{seed}.png"))
+        return project
+
+    return make

@@ -11,7 +11,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from annotator.models import Image, Membership, Role
+from annotator.models import Image
 from engine import images
 from tests.conftest import png_bytes
 
@@ -19,13 +19,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def project(project_factory: Any, users: Any, django_user_model: Any) -> Any:
-    project = project_factory()
-    users["second"] = django_user_model.objects.create_user(username="second", password="x")
-    Membership.objects.create(project=project, user=users["second"], role=Role.ANNOTATOR)
-    for seed in range(2):
-        images.store(project, images.prepare(png_bytes(seed=seed), f"{seed}.png"))
-    return project
+def project(project_with_two_annotators: Any) -> Any:
+    return project_with_two_annotators(2)
 
 
 def client(user: Any) -> Client:
