@@ -193,6 +193,10 @@ class Mask(models.Model):
     stability_score = models.FloatField(null=True, blank=True)
     point_coords = models.JSONField(default=list, blank=True)
     crop_box = models.JSONField(null=True, blank=True)
+    is_crowd = models.BooleanField(
+        default=False,
+        help_text="COCO iscrowd: a region covering a group of objects (kept from imports)",
+    )
     created_by = models.ForeignKey(
         conf.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -61,6 +61,7 @@ MASK_FIELDS = (
     "stability_score",
     "crop_box",
     "point_coords",
+    "is_crowd",
 )
 
 Progress = Callable[[float, str], bool | None]
@@ -382,7 +383,7 @@ def _write_coco(
                 "segmentation": coco.segmentation_for(row["rle_counts"], height, width, masks_as),
                 "area": row["area"],
                 "bbox": row["bbox"],
-                "iscrowd": 0,
+                "iscrowd": int(row["is_crowd"]),
             }
 
     info = {

@@ -189,6 +189,7 @@ class MaskSerializer(serializers.ModelSerializer[Mask]):
             "stability_score",
             "point_coords",
             "crop_box",
+            "is_crowd",
             "created_by",
             "updated_by",
             "seconds_spent",

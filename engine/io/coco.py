@@ -193,7 +193,12 @@ def read(path: Path, *, images_folder: Path | None = None) -> Dataset:
         if "segmentation" not in row:
             raise InvalidInput(f"annotation {ref} has no segmentation", annotation=ref)
         by_id[row["image_id"]].masks.append(
-            ImportedMask(ref=ref, segmentation=row["segmentation"], category=name)
+            ImportedMask(
+                ref=ref,
+                segmentation=row["segmentation"],
+                category=name,
+                is_crowd=bool(row.get("iscrowd", 0)),
+            )
         )
     names = {n: s for n, s in categories.values() if n != UNCATEGORIZED}
     return Dataset(images=list(by_id.values()), categories=names)

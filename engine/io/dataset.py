@@ -29,6 +29,7 @@ class ImportedMask:
     stability_score: float | None = None
     crop_box: list[float] | None = None
     point_coords: list[Any] | None = None
+    is_crowd: bool = False
 
 
 @dataclass
@@ -190,6 +191,7 @@ def _store_masks(
                 stability_score=mask.stability_score,
                 crop_box=mask.crop_box,
                 point_coords=mask.point_coords or [],
+                is_crowd=mask.is_crowd,
             )
         )
     Mask.objects.bulk_create(rows, batch_size=500)

@@ -273,3 +273,10 @@ def test_iscrowd_uncompressed_rle_and_compressed_rle_import(
     stored = Mask.objects.filter(image__project=project)
     assert {m.rle_counts for m in stored} == {compressed["counts"]}
     assert project.categories.get(name="crowd").supercategory == "people"
+    # The crowd flag survives: kept on the mask and written back by a COCO export.
+    assert sorted(m.is_crowd for m in stored) == [False, True]
+    export = exports.make_export(project, {"format": "coco", "masks_as": "rle"})
+    (tmp_path / "out").mkdir()
+    folder = unpack(export, tmp_path / "out")
+    exported = json.loads(next(folder.rglob("*.json")).read_text())
+    assert sorted(a["iscrowd"] for a in exported["annotations"]) == [0, 1]
