@@ -4,15 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('annotator', '0003_exports_and_imported_masks'),
+        ("annotator", "0003_exports_and_imported_masks"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='mask',
-            name='is_crowd',
-            field=models.BooleanField(default=False, help_text='COCO iscrowd: a region covering a group of objects (kept from imports)'),
+            model_name="mask",
+            name="is_crowd",
+            field=models.BooleanField(
+                default=False,
+                help_text="COCO iscrowd: a region covering a group of objects (kept from imports)",
+            ),
         ),
     ]
