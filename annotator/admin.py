@@ -12,6 +12,7 @@ from annotator import models
 from engine import embeddings
 from engine import exports as export_service
 from engine.errors import EngineError
+from engine.stages import automatic
 
 
 class MembershipInline(admin.TabularInline[models.Membership, models.Project]):
@@ -31,7 +32,7 @@ class ProjectAdmin(admin.ModelAdmin[models.Project]):
     list_filter = ["stage"]
     search_fields = ["name"]
     inlines = [MembershipInline, CategoryInline]
-    actions = ["precompute_embeddings"]
+    actions = ["precompute_embeddings", "run_automatic_stage"]
 
     @admin.action(description="Precompute embeddings for the promoted model version")
     def precompute_embeddings(
@@ -45,6 +46,18 @@ class ProjectAdmin(admin.ModelAdmin[models.Project]):
                 continue
             self.message_user(
                 request, f"{project}: embedding job {job.pk} queued", messages.SUCCESS
+            )
+
+    @admin.action(description="Run the automatic stage (promoted version, images not yet done)")
+    def run_automatic_stage(self, request: HttpRequest, queryset: QuerySet[models.Project]) -> None:
+        for project in queryset:
+            try:
+                job = automatic.enqueue(project, user=request.user)
+            except EngineError as exc:
+                self.message_user(request, f"{project}: {exc.message}", messages.WARNING)
+                continue
+            self.message_user(
+                request, f"{project}: automatic-stage job {job.pk} queued", messages.SUCCESS
             )
 
 

@@ -183,6 +183,9 @@ class Mask(models.Model):
     )
     # COCO compressed RLE, the SA-1B representation: size = [height, width].
     rle_counts = models.TextField()
+    # A model's mask as it came, kept when a person first changes it: the review figures
+    # compare it with the corrected mask (the paper's IoU-before-vs-after check).
+    original_rle_counts = models.TextField(blank=True)
     bbox = models.JSONField(help_text="[x, y, width, height] in pixels, COCO convention")
     area = models.PositiveIntegerField()
     source_stage = models.CharField(max_length=16, choices=MaskSource.choices)
@@ -285,6 +288,9 @@ class Job(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # Last sign of life from a worker: a running job silent for longer than
+    # MASKLOOP_JOB_STALE_SECONDS lost its worker and no longer blocks a new job of its key.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -333,3 +339,50 @@ class Export(models.Model):
 
     def __str__(self) -> str:
         return f"{self.format} export {self.pk} of {self.project}"
+
+
+class JobChunk(models.Model):
+    """A slice of a job's images run by its own Celery task (so that several workers share a
+    job); the last chunk to finish completes the job."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    image_ids = models.JSONField(default=list)
+    state = models.CharField(max_length=16, choices=Job.State.choices, default=Job.State.QUEUED)
+    done = models.PositiveIntegerField(default=0)
+    failures = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["job", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "index"], name="unique_chunk_index"),
+        ]
+
+    def __str__(self) -> str:
+        return f"chunk {self.index} of job {self.job_id} ({self.state})"
+
+
+class AutomaticLabel(models.Model):
+    """An image labelled by the automatic stage with one model version. It makes a re-run
+    replace instead of duplicate, and a killed job resume with the images not yet done."""
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="automatic_labels")
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.CASCADE, related_name="automatic_labels"
+    )
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    preset = models.CharField(max_length=32)
+    masks = models.PositiveIntegerField(default=0, help_text="masks kept")
+    seconds = models.FloatField(default=0.0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["image", "model_version"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["image", "model_version"], name="one_automatic_label_per_version"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"image {self.image_id} by version {self.model_version_id}: {self.masks} masks"

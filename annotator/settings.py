@@ -159,6 +159,11 @@ MASKLOOP_MAX_IMAGE_PIXELS = env_int("MASKLOOP_MAX_IMAGE_PIXELS", 100_000_000)
 MASKLOOP_MAX_IMAGE_BYTES = env_int("MASKLOOP_MAX_IMAGE_BYTES", 200 * 1024 * 1024)
 # Torch threads per process: the web process and the worker share the machine, and two
 # processes each using every core stall each other (measured 10-20x slower on 2 cores).
+# A running job whose worker gave no sign of life for this long is taken as lost: a new job
+# of the same kind and key may then start (the automatic stage resumes where it stopped).
+MASKLOOP_JOB_STALE_SECONDS = env_int("MASKLOOP_JOB_STALE_SECONDS", 900)
+# Images per Celery task of the automatic stage (several gpu workers share a job by chunks).
+MASKLOOP_AUTOMATIC_CHUNK = env_int("MASKLOOP_AUTOMATIC_CHUNK", 8)
 MASKLOOP_TORCH_THREADS = env_int("MASKLOOP_TORCH_THREADS", max(1, (os.cpu_count() or 2) // 2))
 # Version 0 of new projects: the shipped starter checkpoint by default, a path to another, or
 # "none" to start projects with GrabCut only.

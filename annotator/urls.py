@@ -20,6 +20,7 @@ nested = {
     "model-versions": (views.ModelVersionViewSet, "model-version"),
     "exports": (exports.ExportViewSet, "export"),
     "imports": (exports.ImportViewSet, "import"),
+    "review": (views.ReviewViewSet, "review"),
 }
 for prefix, (viewset, basename) in nested.items():
     router.register(rf"projects/(?P<project_pk>\d+)/{prefix}", viewset, basename=basename)

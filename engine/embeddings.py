@@ -120,6 +120,20 @@ def ready_predictor(image: Image, version: ModelVersion | None) -> Loaded:
     return Loaded(predictor, source, time.perf_counter() - start)
 
 
+def stored_embedding(image: Image, version: ModelVersion) -> Any | None:
+    """The image's embedding for the version if one is in memory or stored, else None."""
+    from model.predictor import ImageEmbedding
+
+    embedding = memory.get((image.sha256, predictors.version_key(version)))
+    if embedding is not None:
+        return embedding
+    name = embedding_name(image.sha256, version)
+    if not default_storage.exists(name):
+        return None
+    with default_storage.open(name, "rb") as handle:
+        return ImageEmbedding.from_bytes(handle.read())
+
+
 def delete_for_images(shas: list[str], versions: list[ModelVersion]) -> int:
     """Remove the stored embeddings of these images; returns how many files went."""
     removed = 0

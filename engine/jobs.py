@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -27,6 +29,7 @@ JOB_KINDS: dict[str, tuple[str, str]] = {
     "embed_images": ("engine.tasks.run_job", "gpu"),
     "export": ("engine.tasks.run_job", "cpu"),
     "import_dataset": ("engine.tasks.run_job", "cpu"),
+    "automatic": ("engine.tasks.run_job", "gpu"),
 }
 
 
@@ -40,25 +43,50 @@ def enqueue(
 ) -> Job:
     if kind not in JOB_KINDS:
         raise ValueError(f"unknown job kind {kind!r}")
-    try:
-        with transaction.atomic():
-            job = Job.objects.create(
-                project=project,
-                kind=kind,
-                key=key,
-                params=params or {},
-                created_by=user if getattr(user, "pk", None) else None,
-            )
-    except IntegrityError:
-        active = Job.objects.filter(
-            project=project, kind=kind, key=key, state__in=Job.ACTIVE_STATES
-        ).first()
-        raise Conflict(
-            f"a {kind} job is already {active.state if active else 'active'} for this project",
-            job_id=active.pk if active else None,
-        ) from None
+    for attempt in range(2):
+        try:
+            with transaction.atomic():
+                job = Job.objects.create(
+                    project=project,
+                    kind=kind,
+                    key=key,
+                    params=params or {},
+                    created_by=user if getattr(user, "pk", None) else None,
+                )
+            break
+        except IntegrityError:
+            active = Job.objects.filter(
+                project=project, kind=kind, key=key, state__in=Job.ACTIVE_STATES
+            ).first()
+            if attempt == 0 and active is not None and fail_if_stale(active):
+                continue  # its worker is gone: the new job takes over
+            raise Conflict(
+                f"a {kind} job is already {active.state if active else 'active'} for this project",
+                job_id=active.pk if active else None,
+            ) from None
     transaction.on_commit(lambda: _send(job))
     return job
+
+
+def fail_if_stale(job: Job) -> bool:
+    """Mark a running job whose worker has been silent too long as failed; True if it was.
+
+    A worker killed mid-job (OOM, a lost machine) never records the outcome, and the job would
+    block its key for ever. Queued jobs are never stale: they may wait long for a worker.
+    """
+    limit = timezone.now() - timedelta(seconds=settings.MASKLOOP_JOB_STALE_SECONDS)
+    last = job.heartbeat_at or job.started_at
+    if job.state != Job.State.RUNNING or last is None or last > limit:
+        return False
+    seconds = int((timezone.now() - last).total_seconds())
+    failed = Job.objects.filter(pk=job.pk, state=Job.State.RUNNING).update(
+        state=Job.State.FAILED,
+        message=f"worker lost: no sign of life for {seconds} s",
+        finished_at=timezone.now(),
+    )
+    if failed:
+        announce(job.pk)
+    return bool(failed)
 
 
 def _send(job: Job) -> None:
@@ -86,12 +114,18 @@ class JobContext:
 
     def progress(self, fraction: float, message: str = "") -> None:
         fraction = min(max(fraction, 0.0), 1.0)
-        Job.objects.filter(pk=self.job.pk).update(progress=fraction, message=message)
-        _announce(self.job.pk)
+        Job.objects.filter(pk=self.job.pk).update(
+            progress=fraction, message=message, heartbeat_at=timezone.now()
+        )
+        announce(self.job.pk)
 
     def cancelled(self) -> bool:
         return Job.objects.filter(pk=self.job.pk, state=Job.State.CANCELLED).exists()
 
+
+#: Returned by a job function that handed its work to other tasks (chunks): the job stays
+#: running, and the task that finishes last records the outcome (``finish``).
+DETACHED: dict[str, Any] = {"detached": True}
 
 JobFunction = Callable[[JobContext], dict[str, Any]]
 _RUNNERS: dict[str, JobFunction] = {}
@@ -109,8 +143,9 @@ def runner(kind: str) -> Callable[[JobFunction], JobFunction]:
 
 def run(job_id: int) -> None:
     """Run a job in the worker: mark it running, call its function, record the outcome."""
+    now = timezone.now()
     claimed = Job.objects.filter(pk=job_id, state=Job.State.QUEUED).update(
-        state=Job.State.RUNNING, started_at=timezone.now()
+        state=Job.State.RUNNING, started_at=now, heartbeat_at=now
     )
     if not claimed:
         logger.info("job %s is not queued any more; skipping", job_id)
@@ -124,18 +159,26 @@ def run(job_id: int) -> None:
         Job.objects.filter(pk=job_id).update(
             state=Job.State.FAILED, message=str(exc)[:2000], finished_at=timezone.now()
         )
-        _announce(job_id)
+        announce(job_id)
         return
-    Job.objects.filter(pk=job_id, state=Job.State.RUNNING).update(
-        state=Job.State.SUCCEEDED,
-        progress=1.0,
-        result=result,
-        finished_at=timezone.now(),
-    )
-    _announce(job_id)
+    if result is DETACHED:
+        Job.objects.filter(pk=job_id).update(heartbeat_at=timezone.now())
+        announce(job_id)
+        return
+    finish(job_id, result)
 
 
-def _announce(job_id: int) -> None:
+def finish(job_id: int, result: dict[str, Any]) -> None:
+    """Record a running job's success (a cancelled one keeps its state, with the result)."""
+    now = timezone.now()
+    if not Job.objects.filter(pk=job_id, state=Job.State.RUNNING).update(
+        state=Job.State.SUCCEEDED, progress=1.0, result=result, finished_at=now
+    ):
+        Job.objects.filter(pk=job_id).update(result=result)
+    announce(job_id)
+
+
+def announce(job_id: int) -> None:
     job = (
         Job.objects.filter(pk=job_id)
         .values("id", "project_id", "kind", "state", "progress", "message")

@@ -78,7 +78,14 @@ def update_mask(mask: Mask, data: dict[str, Any], *, user: Any) -> Mask:
         )
     image = locked.image
     if "segmentation" in data:
+        before = locked.rle_counts
         _apply_segmentation(locked, image, data["segmentation"])
+        if (
+            locked.model_version_id
+            and not locked.original_rle_counts
+            and before != locked.rle_counts
+        ):
+            locked.original_rle_counts = before
     if "category" in data:
         locked.category = _category(image, data["category"])
     for field in ("review_state", "seconds_spent", "clicks", "predicted_iou"):

@@ -9,6 +9,7 @@ from django.db import transaction
 
 from annotator.models import Image, Job, Mask, Membership, ModelVersion, Project, PromptLog, Role
 from engine.errors import InvalidInput
+from engine.stages import automatic
 
 
 @transaction.atomic
@@ -141,4 +142,5 @@ def summary(project: Project) -> dict[str, Any]:
         "masks": Mask.objects.filter(image__project=project).count(),
         "active_jobs": project.jobs.filter(state__in=Job.ACTIVE_STATES).count(),
         "model_versions": ModelVersion.objects.filter(project=project).count(),
+        "automatic": automatic.summary(project),
     }

@@ -10,14 +10,25 @@ from celery import shared_task
 from annotator.models import Image, ModelVersion
 from engine import embeddings, exports, importing, jobs
 from engine.io import imports
+from engine.stages import automatic
 
-# Imported for their @jobs.runner registrations ("export", "import_dataset").
-__all__ = ["exports", "imports"]
+# Imported for their @jobs.runner registrations ("export", "import_dataset", "automatic").
+__all__ = ["automatic", "exports", "imports"]
 
 
 @shared_task(name="engine.tasks.run_job")
 def run_job(job_id: int) -> None:
     jobs.run(job_id)
+
+
+@shared_task(name="engine.tasks.automatic_chunk")
+def automatic_chunk(chunk_id: int) -> None:
+    """One chunk of an automatic-stage job (queued on ``gpu``)."""
+    try:
+        automatic.run_chunk(chunk_id)
+    except Exception as exc:
+        automatic.fail_chunk(chunk_id, f"{type(exc).__name__}: {exc}")
+        raise
 
 
 @jobs.runner("import_folder")

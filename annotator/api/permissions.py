@@ -24,6 +24,7 @@ PERMISSIONS: dict[str, dict[str, frozenset[str]]] = {
         **READ,
         "summary": MEMBERS,
         "embeddings": ADMIN,
+        "automatic": ADMIN,
         "update": ADMIN,
         "partial_update": ADMIN,
         "destroy": ADMIN,
@@ -67,6 +68,7 @@ PERMISSIONS: dict[str, dict[str, frozenset[str]]] = {
         "destroy": ADMIN,
     },
     "import": {"create": ADMIN},
+    "review": {"next": REVIEWERS, "quality": REVIEWERS},
 }
 
 # Fields only some roles may change, checked in addition to the action.

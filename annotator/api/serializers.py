@@ -299,3 +299,16 @@ class ModelVersionSerializer(serializers.ModelSerializer[ModelVersion]):
             "created_at",
         ]
         read_only_fields = fields
+
+
+class AutomaticRequestSerializer(serializers.Serializer[Any]):
+    """What starts the automatic stage (checked again, in depth, by the engine)."""
+
+    version = serializers.IntegerField(required=False, help_text="default: the promoted one")
+    images = serializers.JSONField(
+        required=False, help_text='"pending" (default), "all", or a list of image ids'
+    )
+    preset = serializers.ChoiceField(choices=["fast", "sa1b"], required=False, default="fast")
+    settings = serializers.DictField(
+        required=False, help_text="generator parameters replacing the preset's"
+    )

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.db.models import Count, QuerySet
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
@@ -31,11 +31,11 @@ from annotator.models import (
     Project,
     PromptLog,
 )
-from engine import assignment, embeddings, jobs, masks, projects
+from engine import assignment, embeddings, jobs, masks, projects, review
 from engine import images as image_service
 from engine.errors import Conflict, DuplicateImage, EngineError, InvalidInput
 from engine.predictors import answering_version
-from engine.stages import assisted
+from engine.stages import assisted, automatic
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +138,26 @@ class ProjectViewSet(ProjectScopedMixin, viewsets.ModelViewSet[Project]):
     def embeddings(self, request: Request, pk: str) -> Response:
         """Precompute the embeddings of every image for the promoted version (a gpu job)."""
         job = embeddings.enqueue_precompute(self.get_object(), user=request.user)
+        return Response(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=s.AutomaticRequestSerializer, responses={202: s.JobSerializer})
+    @action(detail=True, methods=["post"])
+    def automatic(self, request: Request, pk: str) -> Response:
+        """Run the fully automatic stage (a gpu job, in chunks): a model version labels the
+        images alone. Body: ``version`` (default: the promoted one), ``images`` ("pending",
+        "all" or a list of ids), ``preset`` ("fast" or "sa1b"), ``settings`` (generator
+        parameters that replace the preset's, e.g. ``{"pred_iou_thresh": 0.7}``)."""
+        body = s.AutomaticRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        job = automatic.enqueue(
+            self.get_object(),
+            version_id=data.get("version"),
+            images=data.get("images", "pending"),
+            preset=data.get("preset", "fast"),
+            overrides=data.get("settings") or {},
+            user=request.user,
+        )
         return Response(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -436,6 +456,54 @@ def _engine_fields(validated: dict[str, Any]) -> dict[str, Any]:
     """Serializer output keyed as the engine expects (ids, not objects)."""
     renames = {"image_id": "image", "category_id": "category", "model_version_id": "model_version"}
     return {renames.get(key, key): value for key, value in validated.items()}
+
+
+class ReviewViewSet(ProjectScopedMixin):
+    """What to review next, and how good the reviewed model-made masks were."""
+
+    resource = "review"
+    queryset = Mask.objects.none()
+    serializer_class = s.MaskSerializer
+
+    def scoped_queryset(self) -> QuerySet[Mask]:
+        return Mask.objects.none()
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("version", int, description="model version id (default: any)"),
+            OpenApiParameter("source", str, description="automatic (default) or semi"),
+            OpenApiParameter("exclude", str, description="comma-separated mask ids skipped"),
+        ],
+        responses={200: s.MaskSerializer, 204: None},
+    )
+    @action(detail=False, methods=["get"])
+    def next(self, request: Request, project_pk: str) -> Response:
+        """A pending model-made mask drawn at random (204 when none is left)."""
+        params = request.query_params
+        try:
+            version = int(params["version"]) if params.get("version") else None
+            exclude = [int(i) for i in params.get("exclude", "").split(",") if i.strip()]
+        except ValueError:
+            raise InvalidInput("version and exclude take mask and version ids") from None
+        mask = review.next_to_review(
+            self.get_project(),
+            version_id=version,
+            source=params.get("source", "automatic"),
+            exclude=exclude,
+        )
+        if mask is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(self.get_serializer(mask).data)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("source", str, description="automatic (default) or semi")]
+    )
+    @action(detail=False, methods=["get"])
+    def quality(self, request: Request, project_pk: str) -> Response:
+        """Per model version: reviewed, accepted, fixed, rejected, and the shares of kept
+        masks whose IoU before vs after correction is above 0.90 and 0.75."""
+        source = request.query_params.get("source", "automatic")
+        return Response(review.quality(self.get_project(), source=source))
 
 
 class PromptLogViewSet(

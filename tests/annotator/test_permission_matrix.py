@@ -44,6 +44,7 @@ ENDPOINTS = [
     ),
     Endpoint("project-delete", "delete", lambda w: f"{p(w)}/", ADMIN, 200),
     Endpoint("project-embeddings", "post", lambda w: f"{p(w)}/embeddings/", ADMIN, 202),
+    Endpoint("project-automatic", "post", lambda w: f"{p(w)}/automatic/", ADMIN, 202),
     Endpoint("members-list", "get", lambda w: f"{p(w)}/members/", ALL, 200),
     Endpoint(
         "members-add",
@@ -250,6 +251,9 @@ ENDPOINTS += [
         lambda w: {"format": "sa1b", "file": sa1b_shard()},
         multipart=True,
     ),
+    # Nothing model-made to review in this world: 204 for those who may ask.
+    Endpoint("review-next", "get", lambda w: f"{p(w)}/review/next/", REVIEWERS, 204),
+    Endpoint("review-quality", "get", lambda w: f"{p(w)}/review/quality/", REVIEWERS, 200),
 ]
 
 ROLES = ["admin", "annotator", "reviewer", "outsider"]
