@@ -162,6 +162,8 @@ MASKLOOP_MAX_IMAGE_BYTES = env_int("MASKLOOP_MAX_IMAGE_BYTES", 200 * 1024 * 1024
 # A running job whose worker gave no sign of life for this long is taken as lost: a new job
 # of the same kind and key may then start (the automatic stage resumes where it stopped).
 MASKLOOP_JOB_STALE_SECONDS = env_int("MASKLOOP_JOB_STALE_SECONDS", 900)
+# Retraining cycles keep their snapshot and checkpoints here (a killed cycle resumes from them).
+MASKLOOP_TRAINING_DIR = Path(env_str("MASKLOOP_TRAINING_DIR", str(DATA_DIR / "training")))
 # Images per Celery task of the automatic stage (several gpu workers share a job by chunks).
 MASKLOOP_AUTOMATIC_CHUNK = env_int("MASKLOOP_AUTOMATIC_CHUNK", 8)
 MASKLOOP_TORCH_THREADS = env_int("MASKLOOP_TORCH_THREADS", max(1, (os.cpu_count() or 2) // 2))

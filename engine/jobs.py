@@ -30,6 +30,7 @@ JOB_KINDS: dict[str, tuple[str, str]] = {
     "export": ("engine.tasks.run_job", "cpu"),
     "import_dataset": ("engine.tasks.run_job", "cpu"),
     "automatic": ("engine.tasks.run_job", "gpu"),
+    "retrain": ("engine.tasks.run_job", "gpu"),
 }
 
 

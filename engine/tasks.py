@@ -8,12 +8,12 @@ from typing import Any
 from celery import shared_task
 
 from annotator.models import Image, ModelVersion
-from engine import embeddings, exports, importing, jobs
+from engine import embeddings, exports, importing, jobs, retraining
 from engine.io import imports
 from engine.stages import automatic
 
-# Imported for their @jobs.runner registrations ("export", "import_dataset", "automatic").
-__all__ = ["automatic", "exports", "imports"]
+# Imported for their @jobs.runner registrations.
+__all__ = ["automatic", "exports", "imports", "retraining"]
 
 
 @shared_task(name="engine.tasks.run_job")

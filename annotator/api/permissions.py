@@ -25,6 +25,7 @@ PERMISSIONS: dict[str, dict[str, frozenset[str]]] = {
         "summary": MEMBERS,
         "embeddings": ADMIN,
         "automatic": ADMIN,
+        "retrain": ADMIN,
         "update": ADMIN,
         "partial_update": ADMIN,
         "destroy": ADMIN,

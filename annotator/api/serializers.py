@@ -312,3 +312,11 @@ class AutomaticRequestSerializer(serializers.Serializer[Any]):
     settings = serializers.DictField(
         required=False, help_text="generator parameters replacing the preset's"
     )
+
+
+class RetrainRequestSerializer(serializers.Serializer[Any]):
+    """Overrides of a retraining cycle's parameters (see engine/retraining.py DEFAULTS)."""
+
+    params = serializers.DictField(
+        required=False, help_text='e.g. {"steps": 500, "metric": "miou@3"}'
+    )

@@ -31,7 +31,7 @@ from annotator.models import (
     Project,
     PromptLog,
 )
-from engine import assignment, embeddings, jobs, masks, projects, review
+from engine import assignment, embeddings, jobs, masks, projects, retraining, review
 from engine import images as image_service
 from engine.errors import Conflict, DuplicateImage, EngineError, InvalidInput
 from engine.predictors import answering_version
@@ -157,6 +157,19 @@ class ProjectViewSet(ProjectScopedMixin, viewsets.ModelViewSet[Project]):
             preset=data.get("preset", "fast"),
             overrides=data.get("settings") or {},
             user=request.user,
+        )
+        return Response(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=s.RetrainRequestSerializer, responses={202: s.JobSerializer})
+    @action(detail=True, methods=["post"])
+    def retrain(self, request: Request, pk: str) -> Response:
+        """Launch a retraining cycle (a gpu job): snapshot the accepted masks, train from the
+        promoted version, evaluate, promote only a candidate better beyond the noise. The
+        body may override the cycle's parameters (``steps``, ``metric``, ...)."""
+        body = s.RetrainRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        job = retraining.enqueue(
+            self.get_object(), overrides=body.validated_data.get("params"), user=request.user
         )
         return Response(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 

@@ -99,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     opt.add_argument("--single-first", type=float, default=d.single_first)
     opt.add_argument("--multimask-later", type=float, default=d.multimask_later)
+    opt.add_argument("--focal-weight", type=float, default=d.focal_weight, help="dice's is 1")
+    opt.add_argument(
+        "--focal-alpha",
+        type=float,
+        default=d.focal_alpha,
+        help="foreground weight of the focal loss (background: 1 - alpha); < 0 = unweighted",
+    )
 
     val = p.add_argument_group("validation (the interactive protocol)")
     val.add_argument("--val-every", type=int, default=d.val_every, help="steps; 0 = at the end")

@@ -86,6 +86,8 @@ class TrainConfig:
     protocol_prob: float = 0.5
     single_first: float = 1.0
     multimask_later: float = 1.0
+    focal_weight: float = 20.0  # the paper's focal : dice = 20 : 1
+    focal_alpha: float = 0.25  # foreground weight of the focal loss; < 0 = unweighted
     lr: float = 2e-4
     encoder_lr_scale: float = 0.1
     new_encoder_prefixes: list[str] = field(default_factory=lambda: ["image_encoder.neck."])
@@ -681,7 +683,12 @@ def train(cfg: TrainConfig, *, echo: Callable[[str], None] = print) -> dict[str,
             box_prob=cfg.box_prob,
             protocol_prob=cfg.protocol_prob,
         ),
-        LossConfig(single_first=cfg.single_first, multimask_later=cfg.multimask_later),
+        LossConfig(
+            single_first=cfg.single_first,
+            multimask_later=cfg.multimask_later,
+            focal=cfg.focal_weight,
+            focal_alpha=cfg.focal_alpha,
+        ),
         encoder_frozen=encoder_frozen,
         bf16=use_cuda,
     )

@@ -221,13 +221,13 @@ def worker_env() -> dict[str, str]:
     return env
 
 
-def spawn_worker(log: Path) -> subprocess.Popen[bytes]:
+def spawn_worker(log: Path, extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "annotator", "worker", "-P", "solo"]
             + ["-Q", "gpu,cpu", "--without-heartbeat", "--without-mingle", "--without-gossip"],
             cwd=ROOT,
-            env=worker_env(),
+            env={**worker_env(), **(extra or {})},
             stdout=out,
             stderr=subprocess.STDOUT,
         )

@@ -45,6 +45,7 @@ ENDPOINTS = [
     Endpoint("project-delete", "delete", lambda w: f"{p(w)}/", ADMIN, 200),
     Endpoint("project-embeddings", "post", lambda w: f"{p(w)}/embeddings/", ADMIN, 202),
     Endpoint("project-automatic", "post", lambda w: f"{p(w)}/automatic/", ADMIN, 202),
+    Endpoint("project-retrain", "post", lambda w: f"{p(w)}/retrain/", ADMIN, 202),
     Endpoint("members-list", "get", lambda w: f"{p(w)}/members/", ALL, 200),
     Endpoint(
         "members-add",
