@@ -371,6 +371,8 @@ class AutomaticLabel(models.Model):
         ModelVersion, on_delete=models.CASCADE, related_name="automatic_labels"
     )
     job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # "automatic", or "semi" for the semi-automatic stage's pre-fill.
+    source = models.CharField(max_length=16, choices=MaskSource.choices, default="automatic")
     preset = models.CharField(max_length=32)
     masks = models.PositiveIntegerField(default=0, help_text="masks kept")
     seconds = models.FloatField(default=0.0)
@@ -380,7 +382,8 @@ class AutomaticLabel(models.Model):
         ordering = ["image", "model_version"]
         constraints = [
             models.UniqueConstraint(
-                fields=["image", "model_version"], name="one_automatic_label_per_version"
+                fields=["image", "model_version", "source"],
+                name="one_automatic_label_per_version_and_source",
             ),
         ]
 

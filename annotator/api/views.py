@@ -30,12 +30,13 @@ from annotator.models import (
     ModelVersion,
     Project,
     PromptLog,
+    Stage,
 )
 from engine import assignment, embeddings, jobs, masks, projects, retraining, review
 from engine import images as image_service
 from engine.errors import Conflict, DuplicateImage, EngineError, InvalidInput
 from engine.predictors import answering_version
-from engine.stages import assisted, automatic
+from engine.stages import assisted, automatic, semi
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +124,10 @@ class ProjectViewSet(ProjectScopedMixin, viewsets.ModelViewSet[Project]):
 
     def perform_update(self, serializer: BaseSerializer[Project]) -> None:
         serializer.validated_data.pop("categories", None)
-        serializer.save()
+        before = serializer.instance.stage if serializer.instance is not None else None
+        project = serializer.save()
+        if project.stage != before and project.stage == Stage.SEMI:
+            semi.enqueue_prefill(project, user=self.request.user)
 
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         counts = projects.delete_project(self.get_object())
@@ -263,6 +267,7 @@ class ImageViewSet(
                 except DuplicateImage as exc:
                     duplicates.append({"file_name": item.file_name, **exc.detail})
         _embed_soon(self.get_project(), created)
+        semi.on_new_images(self.get_project(), created, user=request.user)
         if not created:
             return Response(
                 {

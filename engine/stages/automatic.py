@@ -127,12 +127,14 @@ def enqueue(
     images: str | list[int] = "pending",
     preset: str = "fast",
     overrides: dict[str, Any] | None = None,
+    source: str = MaskSource.AUTOMATIC,
     user: Any = None,
 ) -> Job:
     """Start the automatic stage for a version (default: the promoted one).
 
     images: "pending" (not yet labelled by that version), "all" (re-run everywhere), or a
-    list of image ids of the project.
+    list of image ids of the project. source: ``automatic``, or ``semi`` for the
+    semi-automatic stage's pre-fill (engine.stages.semi).
     """
     version = _version(project, version_id)
     clean = check_settings(preset, overrides or {})
@@ -140,27 +142,34 @@ def enqueue(
     return jobs.enqueue(
         project,
         KIND,
-        key=f"v{version.pk}",
+        key=f"v{version.pk}" if source == MaskSource.AUTOMATIC else f"v{version.pk}:{source}",
         params={
             "version": version.pk,
             "images": selection,
             "preset": preset,
             "settings": clean,
+            "source": source,
         },
         user=user,
     )
 
 
 def selected_images(
-    project: Project, version: ModelVersion, selection: str | list[int]
+    project: Project,
+    version: ModelVersion,
+    selection: str | list[int],
+    source: str = MaskSource.AUTOMATIC,
 ) -> list[int]:
     """Ids of the images a run covers: a list as given, "all", or "pending" (not yet
-    labelled by the version)."""
+    labelled by the version; for the semi-automatic pre-fill, also not yet opened)."""
     images = project.images.order_by("id")
     if isinstance(selection, list):
-        images = images.filter(pk__in=selection)
-    elif selection == "pending":
-        images = images.exclude(automatic_labels__model_version=version)
+        return list(images.filter(pk__in=selection).values_list("pk", flat=True))
+    if source == MaskSource.SEMI:
+        images = images.filter(state=Image.State.NEW)
+    if selection == "pending":
+        done = AutomaticLabel.objects.filter(model_version=version, source=source)
+        images = images.exclude(pk__in=done.values("image_id"))
     return list(images.values_list("pk", flat=True))
 
 
@@ -177,7 +186,7 @@ def run_here(
     stored exactly as the job stores it, so the two may be mixed and resumed."""
     version = _version(project, version_id)
     clean = check_settings(preset, overrides or {})
-    ids = selected_images(project, version, check_selection(project, images))
+    ids = selected_images(project, version, check_selection(project, images))  # automatic
     generator = _generator(version, preset, clean)
     masks = 0
     failures: list[dict[str, Any]] = []
@@ -207,7 +216,9 @@ def _start(context: jobs.JobContext) -> dict[str, Any]:
     version = ModelVersion.objects.filter(pk=job.params["version"]).first()
     if version is None or not version.checkpoint:
         raise InvalidInput("the model version was deleted or has no checkpoint")
-    image_ids = selected_images(job.project, version, job.params["images"])
+    image_ids = selected_images(
+        job.project, version, job.params["images"], job.params.get("source", "automatic")
+    )
     if not image_ids:
         return {"images": 0, "masks": 0, "failures": [], "version": version.number}
     size = max(1, int(settings.MASKLOOP_AUTOMATIC_CHUNK))
@@ -257,7 +268,14 @@ def run_chunk(chunk_id: int) -> None:
         image = Image.objects.filter(pk=image_id, project_id=job.project_id).first()
         if image is not None:
             try:
-                label_image(image, version, generator, job=job, preset=job.params["preset"])
+                label_image(
+                    image,
+                    version,
+                    generator,
+                    job=job,
+                    preset=job.params["preset"],
+                    source=job.params.get("source", MaskSource.AUTOMATIC),
+                )
             except Exception as exc:  # one bad image must not stop the others
                 logger.exception("automatic stage: image %s failed", image_id)
                 failures.append({"image": image_id, "error": str(exc)[:300]})
@@ -276,7 +294,13 @@ def _generator(version: ModelVersion, preset: str, overrides: dict[str, Any]) ->
 
 
 def label_image(
-    image: Image, version: ModelVersion, generator: Any, *, job: Job | None, preset: str
+    image: Image,
+    version: ModelVersion,
+    generator: Any,
+    *,
+    job: Job | None,
+    preset: str,
+    source: str = MaskSource.AUTOMATIC,
 ) -> int:
     """Generate the image's masks and store them in one transaction; returns how many are
     new (reviewed masks of the version are kept, pending ones replaced)."""
@@ -287,9 +311,7 @@ def label_image(
     seconds = time.perf_counter() - start
     with transaction.atomic():
         Image.objects.select_for_update().filter(pk=image.pk).first()
-        automatic = Mask.objects.filter(
-            image=image, model_version=version, source_stage=MaskSource.AUTOMATIC
-        )
+        automatic = Mask.objects.filter(image=image, model_version=version, source_stage=source)
         reviewed = [
             rle.to_mask(rle.Rle(height=image.height, width=image.width, counts=m.rle_counts))
             for m in automatic.exclude(review_state=Mask.ReviewState.PENDING)
@@ -306,7 +328,7 @@ def label_image(
                     rle_counts=encoded.counts,
                     bbox=rle.bbox(encoded),
                     area=rle.area(encoded),
-                    source_stage=MaskSource.AUTOMATIC,
+                    source_stage=source,
                     model_version=version,
                     predicted_iou=g.predicted_iou,
                     stability_score=g.stability_score,
@@ -318,6 +340,7 @@ def label_image(
         AutomaticLabel.objects.update_or_create(
             image=image,
             model_version=version,
+            source=source,
             defaults={
                 "job": job,
                 "preset": preset,
@@ -325,7 +348,8 @@ def label_image(
                 "seconds": seconds,
             },
         )
-        if rows and image.state == Image.State.NEW:
+        # Pre-filled (semi) images still wait for their annotator.
+        if rows and image.state == Image.State.NEW and source == MaskSource.AUTOMATIC:
             Image.objects.filter(pk=image.pk).update(state=Image.State.ANNOTATED)
     return len(rows)
 
@@ -394,13 +418,15 @@ def _finish_if_complete(job_id: int) -> None:
 def summary(project: Project) -> list[dict[str, Any]]:
     """Per model version: images labelled, masks, seconds per image."""
     rows = (
-        AutomaticLabel.objects.filter(image__project=project)
+        AutomaticLabel.objects.filter(image__project=project, source=MaskSource.AUTOMATIC)
         .values("model_version__number")
         .order_by("model_version__number")
     )
     out = []
     for number in dict.fromkeys(r["model_version__number"] for r in rows):
-        labels = AutomaticLabel.objects.filter(image__project=project, model_version__number=number)
+        labels = AutomaticLabel.objects.filter(
+            image__project=project, model_version__number=number, source=MaskSource.AUTOMATIC
+        )
         count = labels.count()
         seconds = labels.aggregate(s=Sum("seconds"))["s"] or 0.0
         out.append(

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ from annotator.models import AutomaticLabel, Job, JobChunk, Mask
 from engine import images
 from tests.annotator.test_annotate import promote_tiny_sam
 from tests.annotator.test_jobs_celery import wait_for
-from tests.services import redis_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -44,23 +42,6 @@ def blob_image(seed: int, width: int = 160, height: int = 120) -> bytes:
     buffer = io.BytesIO()
     PILImage.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-@pytest.fixture
-def broker() -> str:
-    url = django_settings.CELERY_BROKER_URL
-    if url.startswith("redis"):
-        redis_url()
-    app.control.purge()
-    return url
-
-
-@pytest.fixture
-def worker(broker: str) -> Iterator[Any]:
-    with start_worker(
-        app, pool="solo", perform_ping_check=False, queues=["gpu", "cpu"], shutdown_timeout=30
-    ) as w:
-        yield w
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import engine.tasks  # noqa: F401  (registers the job runners)
 from annotator.models import Export, Image, Job, Mask
 from engine import jobs
 from tests.annotator.fixtures import build_world, snapshot
-from tests.annotator.test_jobs_celery import broker, wait_for  # noqa: F401  (fixture)
+from tests.annotator.test_jobs_celery import wait_for
 
 pytestmark = pytest.mark.django_db
 

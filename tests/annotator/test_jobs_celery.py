@@ -4,37 +4,15 @@ filesystem transport on the default settings), never inside the web request."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from celery.contrib.testing.worker import start_worker
-from django.conf import settings as django_settings
 
-from annotator.celery import app
 from annotator.models import Image, Job
 from tests.conftest import png_bytes
-from tests.services import redis_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def broker() -> str:
-    url = django_settings.CELERY_BROKER_URL
-    if url.startswith("redis"):
-        redis_url()  # skip or fail with the install hint when Redis is down
-    app.control.purge()
-    return url
-
-
-@pytest.fixture
-def worker(broker: str) -> Iterator[Any]:
-    with start_worker(
-        app, pool="solo", perform_ping_check=False, queues=["gpu", "cpu"], shutdown_timeout=30
-    ) as w:
-        yield w
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from annotator.management.commands._project import find_project
 from annotator.models import Stage
+from engine.stages import semi
 
 
 class Command(BaseCommand):
@@ -17,6 +18,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, project: str, stage: str, **options: Any) -> None:
         target = find_project(project)
-        target.stage = stage
-        target.save(update_fields=["stage", "updated_at"])
+        job = semi.set_stage(target, stage)
         self.stdout.write(f"{target.name} is now in the {stage} stage")
+        if job is not None:
+            self.stdout.write(f"pre-filling its unopened images: job {job.pk}")
