@@ -16,4 +16,12 @@ app.conf.task_queues = (Queue("gpu"), Queue("cpu"))
 app.conf.task_default_queue = "cpu"
 app.conf.task_routes = {"engine.tasks.embed_image": {"queue": "gpu"}}
 app.conf.broker_connection_retry_on_startup = True
+# Which projects' retraining schedules are due is checked every 10 minutes (cheap queries).
+app.conf.beat_schedule = {
+    "retraining-schedule": {
+        "task": "engine.tasks.retraining_schedule",
+        "schedule": 600.0,
+        "options": {"queue": "cpu"},
+    }
+}
 app.autodiscover_tasks(["engine"])

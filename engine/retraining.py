@@ -30,11 +30,13 @@ import json
 import math
 import shutil
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.files.storage import default_storage
+from django.utils import timezone
 
 from annotator.models import Image, Job, Mask, MaskSource, ModelVersion, Project
 from engine import embeddings, jobs, versions
@@ -67,7 +69,8 @@ METRICS = ("noc@85", "noc@90", "miou@1", "miou@3", "miou@5")
 
 def cycle_params(project: Project, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Defaults, then the project's settings, then the launch's; checked (400 on a bad one)."""
-    params = {**DEFAULTS, **(project.settings.get("retraining") or {}), **(overrides or {})}
+    own = {k: v for k, v in (project.settings.get("retraining") or {}).items() if k != "schedule"}
+    params = {**DEFAULTS, **own, **(overrides or {})}
     unknown = sorted(set(params) - set(DEFAULTS))
     if unknown:
         raise InvalidInput(f"unknown retraining parameters {unknown}; known: {sorted(DEFAULTS)}")
@@ -85,6 +88,47 @@ def cycle_params(project: Project, overrides: dict[str, Any] | None = None) -> d
         if params["config"] not in available():
             raise InvalidInput(f"unknown configuration {params['config']!r}", field="config")
     return params
+
+
+def due(project: Project, now: Any = None) -> str | None:
+    """Why the project's schedule wants a cycle now, or None.
+
+    ``settings["retraining"]["schedule"]``: ``{"every_accepted": N}`` (N masks accepted since
+    the last cycle started) and/or ``{"every_hours": H}`` (H hours since it started, and at
+    least one mask accepted since). The first cycle counts from the project's creation.
+    """
+    schedule = (project.settings.get("retraining") or {}).get("schedule") or {}
+    if not schedule:
+        return None
+    now = now or timezone.now()
+    last = project.jobs.filter(kind=KIND).order_by("-created_at").first()
+    since = last.created_at if last is not None else project.created_at
+    fresh = accepted_masks(project).filter(updated_at__gt=since).count()
+    every = schedule.get("every_accepted")
+    if every and fresh >= int(every):
+        return f"{fresh} masks accepted since the last cycle (every {every})"
+    hours = schedule.get("every_hours")
+    if hours and fresh and now - since >= timedelta(hours=float(hours)):
+        return f"{float(hours):g} hours since the last cycle, {fresh} new masks"
+    return None
+
+
+def run_schedule() -> list[int]:
+    """Launch the cycles that are due (the beat task); returns the new jobs' ids."""
+    started = []
+    for project in Project.objects.filter(settings__has_key="retraining"):
+        reason = due(project)
+        if reason is None:
+            continue
+        if project.jobs.filter(kind=KIND, state__in=Job.ACTIVE_STATES).exists():
+            continue
+        try:
+            job = enqueue(project)
+        except EngineError:  # a bad saved setting: the admin sees it when launching by hand
+            continue
+        Job.objects.filter(pk=job.pk).update(message=f"scheduled: {reason}")
+        started.append(job.pk)
+    return started
 
 
 def enqueue(project: Project, *, overrides: dict[str, Any] | None = None, user: Any = None) -> Job:

@@ -31,6 +31,12 @@ def automatic_chunk(chunk_id: int) -> None:
         raise
 
 
+@shared_task(name="engine.tasks.retraining_schedule")
+def retraining_schedule() -> list[int]:
+    """Periodic (Celery beat): launch the retraining cycles that are due."""
+    return retraining.run_schedule()
+
+
 @jobs.runner("import_folder")
 def _import_folder(context: jobs.JobContext) -> dict[str, Any]:
     job = context.job

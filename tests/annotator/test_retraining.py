@@ -184,3 +184,34 @@ def test_a_killed_cycle_resumes_from_its_checkpoint_and_yields_one_candidate(
     resumes = [json.loads(line) for line in log_lines if '"start"' in line]
     assert any(r["step"] > 0 for r in resumes)  # training went on from a checkpoint
     assert ModelVersion.objects.filter(project=project).count() == 2  # v0 and one candidate
+
+
+def test_the_schedule_launches_a_cycle_when_enough_masks_were_accepted(
+    annotated: Any, broker: str
+) -> None:
+    from datetime import timedelta
+
+    from annotator.celery import app as celery_app
+
+    project, _ = annotated
+    assert retraining.due(project) is None  # no schedule set
+    project.settings = {"retraining": {**TINY, "schedule": {"every_accepted": 3}}}
+    project.save()
+    assert "6 masks accepted" in str(retraining.due(project))
+    (job_id,) = retraining.run_schedule()
+    job = Job.objects.get(pk=job_id)
+    assert job.message.startswith("scheduled: 6 masks accepted") and job.params["steps"] == 4
+    assert retraining.run_schedule() == []  # one cycle at a time, and nothing new since
+    Job.objects.filter(pk=job_id).update(state="succeeded")
+    assert retraining.due(project) is None
+    image = project.images.first()
+    for seed in range(3):
+        add_mask(image, disc_mask(seed))
+    assert "3 masks accepted" in str(retraining.due(project))
+
+    project.settings = {"retraining": {"schedule": {"every_hours": 24}}}
+    project.save()
+    assert retraining.due(project) is None  # 3 new masks, but not a day yet
+    assert "24 hours" in str(retraining.due(project, now=job.created_at + timedelta(hours=25)))
+    beat = celery_app.conf.beat_schedule["retraining-schedule"]
+    assert beat["task"] == "engine.tasks.retraining_schedule"

@@ -10,8 +10,10 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 
@@ -78,5 +80,10 @@ def start_worker() -> subprocess.Popen[bytes]:
             "INFO",
             "--hostname",
             "embedded@%h",
+            # Beat inside the embedded worker: the retraining schedule (one machine only;
+            # deployments run one `celery beat` of their own, docs/deployment.md).
+            "--beat",
+            "--schedule",
+            str(Path(settings.DATA_DIR) / "celerybeat-schedule"),
         ]
     )
