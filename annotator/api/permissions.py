@@ -23,6 +23,7 @@ PERMISSIONS: dict[str, dict[str, frozenset[str]]] = {
     "project": {
         **READ,
         "summary": MEMBERS,
+        "dashboard": MEMBERS,
         "embeddings": ADMIN,
         "automatic": ADMIN,
         "retrain": ADMIN,

@@ -32,7 +32,16 @@ from annotator.models import (
     PromptLog,
     Stage,
 )
-from engine import assignment, embeddings, jobs, masks, projects, retraining, review
+from engine import (
+    assignment,
+    dashboard,
+    embeddings,
+    jobs,
+    masks,
+    projects,
+    retraining,
+    review,
+)
 from engine import images as image_service
 from engine.errors import Conflict, DuplicateImage, EngineError, InvalidInput
 from engine.predictors import answering_version
@@ -136,6 +145,12 @@ class ProjectViewSet(ProjectScopedMixin, viewsets.ModelViewSet[Project]):
     @action(detail=True, methods=["get"])
     def summary(self, request: Request, pk: str) -> Response:
         return Response(projects.summary(self.get_object()))
+
+    @action(detail=True, methods=["get"])
+    def dashboard(self, request: Request, pk: str) -> Response:
+        """The data engine's figures: per stage and day (masks per image, seconds and clicks
+        per mask), per model version (protocol figures, review agreement), recent jobs."""
+        return Response(dashboard.dashboard(self.get_object()))
 
     @extend_schema(request=None, responses={202: s.JobSerializer})
     @action(detail=True, methods=["post"])

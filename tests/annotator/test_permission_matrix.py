@@ -46,6 +46,7 @@ ENDPOINTS = [
     Endpoint("project-embeddings", "post", lambda w: f"{p(w)}/embeddings/", ADMIN, 202),
     Endpoint("project-automatic", "post", lambda w: f"{p(w)}/automatic/", ADMIN, 202),
     Endpoint("project-retrain", "post", lambda w: f"{p(w)}/retrain/", ADMIN, 202),
+    Endpoint("project-dashboard", "get", lambda w: f"{p(w)}/dashboard/", ALL, 200),
     Endpoint("members-list", "get", lambda w: f"{p(w)}/members/", ALL, 200),
     Endpoint(
         "members-add",
