@@ -61,6 +61,13 @@ def next_to_review(
     return found if found is not None else masks.order_by("pk").first()
 
 
+def pending_count(
+    project: Project, *, version_id: int | None = None, source: str = MaskSource.AUTOMATIC
+) -> int:
+    """How many model-made masks still wait for a review."""
+    return _to_review(project, version_id, source).count()
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     union = int(np.count_nonzero(a | b))
     return int(np.count_nonzero(a & b)) / union if union else 1.0

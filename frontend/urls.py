@@ -12,6 +12,7 @@ urlpatterns = [
         views.annotate_image,
         name="annotate-image",
     ),
+    path("projects/<int:project_id>/review/", views.review_page, name="review-page"),
     path(
         "login/",
         auth_views.LoginView.as_view(template_name="frontend/login.html"),

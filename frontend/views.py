@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.db import connection
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -10,9 +11,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.csrf import ensure_csrf_cookie
 
+from annotator.api.permissions import allowed
 from annotator.api.views import visible_projects
-from annotator.models import Image
-from engine import assignment
+from annotator.models import Image, MaskSource
+from engine import assignment, review
 from engine.predictors import answering_version, version_key
 from engine.projects import role_of, summary
 
@@ -34,12 +36,16 @@ def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
     images = project.images.annotate(mask_count=Count("masks")).order_by("id")[:500]
     project_summary = summary(project)
     by_state = project_summary["images_by_state"]
+    role = role_of(request.user, project)
+    reviews = allowed("review", "next", role)
     return render(
         request,
         "frontend/project_detail.html",
         {
             "project": project,
-            "role": role_of(request.user, project),
+            "role": role,
+            "reviews": reviews,
+            "to_review": review.pending_count(project) if reviews else 0,
             "images": images,
             "summary": project_summary,
             "to_do": sum(by_state.get(state, 0) for state in assignment.NEEDS_WORK),
@@ -80,6 +86,17 @@ def annotate_image(request: HttpRequest, project_id: int, image_id: int) -> Http
     version = answering_version(project)
     position = project.images.filter(pk__lte=image.pk).count()
     total = project.images.count()
+    role = role_of(request.user, project)
+    # ?edit=<mask id> opens that mask of the image for editing; with &review=1 (reviewers and
+    # admins) saving it marks it fixed and goes back to the review page.
+    edit = request.GET.get("edit", "")
+    edit_id = int(edit) if edit.isdigit() else None
+    reviewing = edit_id is not None and request.GET.get("review") == "1"
+    review_url = (
+        reverse("review-page", args=[project.pk])
+        if reviewing and allowed("review", "next", role)
+        else None
+    )
     config = {
         "project": {"id": project.pk, "name": project.name, "stage": project.stage},
         "image": {
@@ -91,13 +108,15 @@ def annotate_image(request: HttpRequest, project_id: int, image_id: int) -> Http
             "position": position,
             "total": total,
         },
-        "user": {"username": request.user.get_username(), "role": role_of(request.user, project)},
+        "user": {"username": request.user.get_username(), "role": role},
         "categories": [
             {"id": c.pk, "name": c.name, "color": c.color}
             for c in project.categories.order_by("id")
         ],
         "model": {"name": version_key(version), "version": version.pk if version else None},
         "held_by": held_by,
+        "edit": edit_id,
+        "review": {"mask": edit_id, "url": review_url} if review_url else None,
         "urls": {
             "api": f"/api/projects/{project.pk}/",
             "file": reverse("image-file", kwargs={"project_pk": project.pk, "pk": image.pk}),
@@ -113,6 +132,35 @@ def annotate_image(request: HttpRequest, project_id: int, image_id: int) -> Http
         "frontend/annotate.html",
         {"project": project, "image": image, "held_by": held_by, "config": config},
     )
+
+
+@login_required
+@ensure_csrf_cookie  # the page's fetch calls send it back as X-CSRFToken
+def review_page(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Review the masks the model made alone: one at a time, drawn at random, accepted,
+    fixed on the annotation page, or rejected; with the quality figures per model version.
+    Reviewers and admins; another member gets 403, a non-member 404."""
+    project = get_object_or_404(visible_projects(request.user), pk=project_id)
+    role = role_of(request.user, project)
+    if not allowed("review", "next", role):
+        raise PermissionDenied("Only the project's reviewers and admins review masks.")
+    source = MaskSource.AUTOMATIC
+    config = {
+        "project": {"id": project.pk, "name": project.name, "stage": project.stage},
+        "user": {"username": request.user.get_username(), "role": role},
+        "source": source,
+        "pending": review.pending_count(project, source=source),
+        # What the SA paper measured on its automatic masks after correction (section 4).
+        "reference": {"iou_above_0_90": 0.94, "iou_above_0_75": 0.97},
+        "urls": {
+            "api": f"/api/projects/{project.pk}/",
+            "project": reverse("project-detail", args=[project.pk]),
+            # The page fills in {image} and {mask}.
+            "file": f"/api/projects/{project.pk}/images/{{image}}/file/",
+            "fix": f"/projects/{project.pk}/images/{{image}}/annotate/?edit={{mask}}&review=1",
+        },
+    }
+    return render(request, "frontend/review.html", {"project": project, "config": config})
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

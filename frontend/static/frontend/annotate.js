@@ -44,6 +44,10 @@ class Annotator {
     this.saving = false;
     this.leaveArmedUntil = 0;
     this.drawnEditingId = null; // the saved mask left out of the overlay while edited
+    // Opened from the review page (?edit=<id>&review=1): saving that mask marks it fixed and
+    // goes back there. {mask, url} or null.
+    this.review = config.review || null;
+    this.untouched = null; // the draft as ?edit= opened it: nothing to save yet
 
     this.photo = new Image();
     this.current = new CurrentLayer(this.image.width, this.image.height);
@@ -87,7 +91,7 @@ class Annotator {
     });
     this.photo.src = this.config.urls.file;
     this.socket.connect();
-    this.loadMasks();
+    this.loadMasks().then(() => this.openRequestedMask());
     this.renewLease();
     window.setInterval(() => this.renewLease(), LEASE_RENEW_MS);
     window.setInterval(() => this.updateTimer(), 1000);
@@ -362,7 +366,20 @@ class Annotator {
   }
 
   hasUnsavedMask() {
+    if (this.untouched !== null && this.draft === this.untouched) return false;
     return Boolean(this.draft.mask) && this.draft.area > 0;
+  }
+
+  /** The mask the review page sent here to be fixed, while it is the one being edited. */
+  reviewing(id) {
+    return this.review !== null && this.review.mask === id;
+  }
+
+  /** Go to another page, without the "unsaved mask" prompt. */
+  leave(url) {
+    this.draft = new Draft();
+    this.socket.close();
+    window.location.assign(url);
   }
 
   // ---------------------------------------------------------------- saving
@@ -390,6 +407,10 @@ class Annotator {
         draft.stale ? "Wait for the model's answer, then save." : "Nothing to save yet.",
         "warn",
       );
+      return;
+    }
+    if (draft === this.untouched) {
+      this.say("Nothing changed yet: brush, erase or click to change the mask first.", "warn");
       return;
     }
     this.saving = true;
@@ -422,9 +443,10 @@ class Annotator {
       };
       let saved;
       if (editing) {
+        const review = this.reviewing(editing.id) ? { review_state: "fixed" } : {};
         saved = await api(`${this.api}masks/${editing.id}/`, {
           method: "PATCH",
-          body: { ...body, revision: editing.revision },
+          body: { ...body, ...review, revision: editing.revision },
         });
       } else {
         saved = await api(`${this.api}masks/`, {
@@ -446,6 +468,10 @@ class Annotator {
       const spent = round1(saved.seconds_spent);
       const facts = `${fmt(saved.area)} px, ${saved.clicks} clicks, ${spent} s`;
       this.say(`${what} mask #${saved.id}: ${facts}.`, "ok");
+      if (editing && this.reviewing(editing.id)) {
+        this.say(`Mask #${saved.id} saved as fixed; back to the review…`, "ok");
+        this.leave(`${this.review.url}?fixed=${saved.id}`);
+      }
     } catch (error) {
       if (error instanceof ApiError && error.status === 409 && editing) {
         const current = error.body && error.body.current;
@@ -476,6 +502,10 @@ class Annotator {
       return;
     }
     this.leaveArmedUntil = 0;
+    if (this.review) {
+      this.leave(this.review.url); // the image is the review's business, not marked done
+      return;
+    }
     $("next").disabled = true;
     try {
       // Reviewed or skipped images keep their state; an image that needed work is done now.
@@ -537,6 +567,25 @@ class Annotator {
     } catch (error) {
       this.say(`The image's masks could not be loaded: ${error.message}`, "error");
     }
+  }
+
+  /** ?edit=<id>: open that mask of the image for editing (the review page's Fix). */
+  openRequestedMask() {
+    const id = this.config.edit;
+    if (id === null || id === undefined) return;
+    const entry = this.saved.entries.find((m) => m.id === id);
+    if (!entry) {
+      this.say(`Mask #${id} is not a mask of this image (any more).`, "warn");
+      return;
+    }
+    this.editMask(entry);
+    this.untouched = this.draft;
+    if (this.reviewing(id)) {
+      // The reviewer judges this one mask: the image's others stay hidden until H.
+      if (!this.saved.allHidden) this.saved.toggleAll();
+      this.say(`Fixing mask #${id} for review: brush, eraser or clicks; Enter saves it as fixed.`);
+    }
+    this.refresh(); // nothing to save until it changes
   }
 
   async reloadAfterConflict() {
@@ -768,7 +817,7 @@ class Annotator {
     $("draft-area").dataset.area = String(draft.area);
     $("draft-clicks").textContent = String(this.clicks);
     $("draft-mode").textContent = draft.editing
-      ? `editing #${draft.editing.id}`
+      ? `${this.reviewing(draft.editing.id) ? "fixing" : "editing"} #${draft.editing.id}`
       : draft.edited
         ? "brushed"
         : draft.mask

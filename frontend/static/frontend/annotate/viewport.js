@@ -53,14 +53,16 @@ export class Viewport {
   /** Whole image visible, centred, with a margin. */
   fit() {
     if (!this.imageWidth) return;
+    this.fitRect(0, 0, this.imageWidth, this.imageHeight);
+  }
+
+  /** The image rectangle [x, x + w) x [y, y + h) visible, centred, with a margin. */
+  fitRect(x, y, w, h) {
     const margin = 24;
-    this.scale = Math.min(
-      (this.width - 2 * margin) / this.imageWidth,
-      (this.height - 2 * margin) / this.imageHeight,
-    );
+    this.scale = Math.min((this.width - 2 * margin) / w, (this.height - 2 * margin) / h);
     this.scale = Math.min(MAX_SCALE, Math.max(MIN_SCALE, this.scale));
-    this.offsetX = (this.width - this.imageWidth * this.scale) / 2;
-    this.offsetY = (this.height - this.imageHeight * this.scale) / 2;
+    this.offsetX = (this.width - w * this.scale) / 2 - x * this.scale;
+    this.offsetY = (this.height - h * this.scale) / 2 - y * this.scale;
     this.changed();
   }
 

@@ -1,0 +1,672 @@
+// The review page: the masks the model made alone, one at a time and drawn at random (a fair
+// sample for the figures), each shown on its image. The reviewer accepts it, rejects it, skips
+// it, or fixes it on the annotation page (which saves it as "fixed" and comes back here).
+// Below, the quality figures per model version (engine/review.py), refreshed after each
+// decision, beside what the SA paper measured.
+//
+// From annotate/: api.js (REST), rle.js (COCO RLE), viewport.js (canvas, zoom, pan).
+
+import { api, ApiError, listAll } from "./annotate/api.js";
+import { decodeMask } from "./annotate/rle.js";
+import { Viewport } from "./annotate/viewport.js";
+
+const FILL = "rgba(34, 211, 238, 0.34)"; // cyan: apart from the buttons' green and red
+const EDGE = "#ffffff";
+const HALO = "rgba(15, 23, 42, 0.75)";
+const SMALL_ON_SCREEN_PX = 28; // a mask smaller than this on screen gets a marker around it
+const KEPT_PHOTOS = 8;
+const ZOOM_STEP = 1.25;
+
+const $ = (id) => document.getElementById(id);
+const fmt = (n) => Math.round(n).toLocaleString("en-US");
+
+/** Shortcut key -> action; typing in the version list and Ctrl/Alt combinations are left alone. */
+const KEYS = {
+  a: (app) => app.decide("accepted"),
+  r: (app) => app.decide("rejected"),
+  f: (app) => app.fix(),
+  s: (app) => app.skip(),
+  u: (app) => app.undo(),
+  h: (app) => app.toggleMask(),
+  z: (app) => app.toggleZoom(),
+  "+": (app) => app.viewport.zoomCentre(ZOOM_STEP),
+  "=": (app) => app.viewport.zoomCentre(ZOOM_STEP),
+  "-": (app) => app.viewport.zoomCentre(1 / ZOOM_STEP),
+  0: (app) => app.frame(false),
+};
+
+/**
+ * The mask drawn over the photo at screen resolution: a translucent fill, a white line along
+ * its edge on the inside and a dark halo on the outside, so that the edge reads on light and
+ * dark photos at any zoom (a 1-px outline at image resolution vanishes once the image is
+ * shown smaller than its size). Grown and shrunk shapes come from drawing the silhouette
+ * shifted around a circle.
+ */
+class MaskOverlay {
+  constructor() {
+    this.source = document.createElement("canvas"); // image size, opaque where the mask is
+    this.silhouette = document.createElement("canvas"); // canvas size (device pixels)
+    this.work = document.createElement("canvas");
+    this.spare = document.createElement("canvas");
+  }
+
+  /** mask: row-major Uint8Array of height * width. */
+  set(mask, width, height) {
+    const canvas = this.source;
+    canvas.width = width;
+    canvas.height = height;
+    const ctx = canvas.getContext("2d");
+    const image = ctx.createImageData(width, height);
+    const data = image.data;
+    for (let i = 0; i < mask.length; i += 1) {
+      if (mask[i]) data.fill(255, i * 4, i * 4 + 4);
+    }
+    ctx.putImageData(image, 0, 0);
+  }
+
+  draw(ctx, vp) {
+    const { width, height } = ctx.canvas;
+    for (const canvas of [this.silhouette, this.work, this.spare]) {
+      if (canvas.width !== width || canvas.height !== height) {
+        canvas.width = width;
+        canvas.height = height;
+      }
+    }
+    const shape = this.silhouette.getContext("2d");
+    shape.setTransform(1, 0, 0, 1, 0, 0);
+    shape.clearRect(0, 0, width, height);
+    vp.applyImageTransform(shape); // zoomed in, pixels stay square: the exact mask
+    shape.drawImage(this.source, 0, 0);
+    const ratio = vp.ratio;
+    ctx.save();
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.drawImage(this.halo(3 * ratio), 0, 0);
+    ctx.drawImage(this.tinted(), 0, 0);
+    ctx.drawImage(this.edge(2 * ratio), 0, 0);
+    ctx.restore();
+  }
+
+  /** The silhouette grown by `radius` px, less the silhouette, in HALO. */
+  halo(radius) {
+    const ctx = clean(this.work);
+    for (const [dx, dy] of around(radius)) ctx.drawImage(this.silhouette, dx, dy);
+    ctx.globalCompositeOperation = "destination-out";
+    ctx.drawImage(this.silhouette, 0, 0);
+    return paint(ctx, HALO);
+  }
+
+  tinted() {
+    const ctx = clean(this.spare);
+    ctx.drawImage(this.silhouette, 0, 0);
+    return paint(ctx, FILL);
+  }
+
+  /** The silhouette less itself shrunk by `radius` px, in EDGE. */
+  edge(radius) {
+    const shrunk = clean(this.spare);
+    shrunk.drawImage(this.silhouette, 0, 0);
+    shrunk.globalCompositeOperation = "destination-in";
+    for (const [dx, dy] of around(radius)) shrunk.drawImage(this.silhouette, dx, dy);
+    shrunk.globalCompositeOperation = "source-over";
+    const ctx = clean(this.work);
+    ctx.drawImage(this.silhouette, 0, 0);
+    ctx.globalCompositeOperation = "destination-out";
+    ctx.drawImage(this.spare, 0, 0);
+    return paint(ctx, EDGE);
+  }
+}
+
+function clean(canvas) {
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  ctx.globalCompositeOperation = "source-over";
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  return ctx;
+}
+
+/** Colour what is drawn on ctx with `color`, keeping its coverage; returns the canvas. */
+function paint(ctx, color) {
+  ctx.globalCompositeOperation = "source-in";
+  ctx.fillStyle = color;
+  ctx.fillRect(0, 0, ctx.canvas.width, ctx.canvas.height);
+  ctx.globalCompositeOperation = "source-over";
+  return ctx.canvas;
+}
+
+/** Offsets on circles of radius r and r / 2: shifted copies that leave no gap in a ring. */
+function around(r) {
+  const offsets = [];
+  for (const radius of [r, r / 2]) {
+    for (let k = 0; k < 12; k += 1) {
+      const angle = (k * Math.PI) / 6;
+      offsets.push([radius * Math.cos(angle), radius * Math.sin(angle)]);
+    }
+  }
+  return offsets;
+}
+
+class Reviewer {
+  constructor(config) {
+    this.config = config;
+    this.api = config.urls.api;
+    this.storageKey = `maskloop-review-${config.project.id}`;
+    const kept = readKept(this.storageKey);
+    this.version = kept.version || ""; // model version id filter, "" for all
+    this.skipped = kept.skipped || []; // ids skipped in this sitting (this tab)
+    this.mask = null; // the mask under review, as the API gives it
+    this.image = null; // its image, as the API gives it
+    this.photo = null;
+    this.loading = false;
+    this.empty = false;
+    this.busy = false; // a decision on its way to the server
+    this.last = null; // the last accepted or rejected mask (as saved), for undo
+    this.showMask = true;
+    this.zoomed = false; // framed on the mask rather than the whole image
+    this.generation = 0; // one per mask shown; answers for an older one are dropped
+    this.versions = new Map(); // id -> {number, state}
+    this.images = new Map(); // id -> promise of the image's JSON
+    this.photos = new Map(); // id -> promise of the loaded photo (the last few)
+    this.drag = null;
+    this.overlay = new MaskOverlay();
+    this.viewport = new Viewport($("canvas"), (ctx, vp) => this.draw(ctx, vp));
+  }
+
+  async start() {
+    this.bind();
+    const fixed = new URLSearchParams(window.location.search).get("fixed");
+    if (fixed) {
+      this.say(`Your fix of mask #${fixed} is saved.`, "ok");
+      window.history.replaceState(null, "", window.location.pathname);
+    }
+    await this.loadVersions();
+    this.refreshQuality();
+    await this.next();
+  }
+
+  // ---------------------------------------------------------------- the mask under review
+
+  async loadVersions() {
+    try {
+      const versions = await listAll(`${this.api}model-versions/`);
+      const select = $("version");
+      for (const version of versions) {
+        this.versions.set(version.id, version);
+        const option = document.createElement("option");
+        option.value = String(version.id);
+        option.textContent = `v${version.number} · ${version.state}`;
+        select.append(option);
+      }
+      if (!this.versions.has(Number(this.version))) this.version = "";
+      select.value = this.version;
+    } catch (error) {
+      this.say(`The model versions could not be loaded: ${error.message}`, "warn");
+    }
+  }
+
+  /** Ask for the next pending mask (none of the skipped ones) and show it. */
+  async next() {
+    const generation = this.begin();
+    const params = new URLSearchParams({ source: this.config.source });
+    if (this.version) params.set("version", this.version);
+    if (this.skipped.length) params.set("exclude", this.skipped.join(","));
+    try {
+      const mask = await api(`${this.api}review/next/?${params}`);
+      if (generation !== this.generation) return;
+      if (mask === null) this.showEmpty();
+      else await this.show(mask, generation);
+    } catch (error) {
+      if (generation !== this.generation) return;
+      this.failed(`The next mask could not be loaded: ${error.message}`);
+    }
+  }
+
+  /** Forget the mask shown; returns the generation of what comes next. */
+  begin() {
+    this.generation += 1;
+    this.mask = null;
+    this.loading = true;
+    this.empty = false;
+    $("empty").hidden = true;
+    $("loading").hidden = false;
+    $("loading").querySelector("span").textContent = "Loading the next mask…";
+    this.refresh();
+    return this.generation;
+  }
+
+  async show(mask, generation) {
+    const image = await this.imageInfo(mask.image);
+    const photo = await this.loadPhoto(mask.image);
+    if (generation !== this.generation) return;
+    const [height, width] = mask.segmentation.size;
+    this.overlay.set(decodeMask(mask.segmentation.counts, height, width), width, height);
+    const sameImage = this.image && this.image.id === image.id;
+    this.mask = mask;
+    this.image = image;
+    this.photo = photo;
+    this.loading = false;
+    $("loading").hidden = true;
+    if (!sameImage) this.viewport.setImageSize(width, height);
+    this.frame(this.zoomed);
+    this.refresh();
+  }
+
+  showEmpty() {
+    this.loading = false;
+    this.empty = true;
+    this.image = null;
+    this.photo = null;
+    $("loading").hidden = true;
+    const version = this.versions.get(Number(this.version));
+    const which = version ? `of model v${version.number} ` : "";
+    const skipped = this.skipped.length;
+    $("empty-text").textContent = skipped
+      ? `Every automatic mask ${which}is reviewed, except the ${plural(skipped, "mask")} you skipped.`
+      : `Every automatic mask ${which}is reviewed.`;
+    $("unskip").hidden = !skipped;
+    $("unskip").textContent = `Review the ${plural(skipped, "skipped mask")}`;
+    $("empty").hidden = false;
+    this.refresh();
+  }
+
+  failed(text) {
+    this.loading = false;
+    $("loading").querySelector("span").textContent = "Nothing could be loaded.";
+    this.say(text, "error");
+    this.refresh();
+  }
+
+  imageInfo(id) {
+    return this.remember(this.images, id, () => api(`${this.api}images/${id}/`));
+  }
+
+  loadPhoto(id) {
+    return this.remember(
+      this.photos,
+      id,
+      () =>
+        new Promise((resolve, reject) => {
+          const photo = new Image();
+          photo.addEventListener("load", () => resolve(photo));
+          photo.addEventListener("error", () =>
+            reject(new Error(`the file of image ${id} could not be loaded`)),
+          );
+          photo.src = this.config.urls.file.replace("{image}", String(id));
+        }),
+    );
+  }
+
+  /** A promise kept per id (the last few); a failed one is forgotten so it can be retried. */
+  remember(cache, id, make) {
+    if (!cache.has(id)) {
+      const promise = make();
+      promise.catch(() => cache.delete(id));
+      cache.set(id, promise);
+      if (cache.size > KEPT_PHOTOS) cache.delete(cache.keys().next().value);
+    }
+    return cache.get(id);
+  }
+
+  // ---------------------------------------------------------------- decisions
+
+  async decide(state) {
+    const mask = this.mask;
+    if (!mask || this.busy) return;
+    this.busy = true;
+    this.refresh();
+    try {
+      const saved = await api(`${this.api}masks/${mask.id}/`, {
+        method: "PATCH",
+        body: { revision: mask.revision, review_state: state },
+      });
+      this.last = saved;
+      this.say(`${state === "accepted" ? "Accepted" : "Rejected"} mask #${mask.id}.`, "ok");
+    } catch (error) {
+      if (!(error instanceof ApiError && error.status === 409)) {
+        this.busy = false;
+        this.say(`Not saved: ${error.message}`, "error");
+        this.refresh();
+        return;
+      }
+      const who = error.body && error.body.current && error.body.current.updated_by;
+      this.say(`Mask #${mask.id} was changed${who ? ` by ${who}` : ""} meanwhile: left as is.`, "warn");
+    }
+    this.busy = false;
+    this.refreshQuality();
+    await this.next();
+  }
+
+  /** Put the last accepted or rejected mask back to pending and show it again. */
+  async undo() {
+    const last = this.last;
+    if (!last || this.busy) return;
+    this.busy = true;
+    this.refresh();
+    let restored;
+    try {
+      restored = await api(`${this.api}masks/${last.id}/`, {
+        method: "PATCH",
+        body: { revision: last.revision, review_state: "pending" },
+      });
+    } catch (error) {
+      this.busy = false;
+      this.last = null; // a 409: someone changed it since; it stays as they left it
+      this.say(`Not undone: ${error.message}`, "error");
+      this.refresh();
+      return;
+    }
+    this.last = null;
+    this.busy = false;
+    this.say(`Mask #${restored.id} is pending again.`, "ok");
+    this.refreshQuality();
+    const generation = this.begin();
+    try {
+      await this.show(restored, generation);
+    } catch (error) {
+      if (generation === this.generation) this.failed(`It could not be shown: ${error.message}`);
+    }
+  }
+
+  skip() {
+    const mask = this.mask;
+    if (!mask || this.busy) return;
+    this.skipped.push(mask.id);
+    this.keep();
+    this.say(`Skipped mask #${mask.id}.`);
+    this.next();
+  }
+
+  unskip() {
+    this.skipped = [];
+    this.keep();
+    this.next();
+  }
+
+  /** The annotation page, with this mask open for editing; saving it there marks it fixed. */
+  fix() {
+    const mask = this.mask;
+    if (!mask || this.busy) return;
+    this.keep();
+    window.location.assign(
+      this.config.urls.fix.replace("{image}", String(mask.image)).replace("{mask}", String(mask.id)),
+    );
+  }
+
+  setVersion(value) {
+    this.version = value;
+    this.keep();
+    this.refreshQuality();
+    this.next();
+  }
+
+  keep() {
+    const kept = { version: this.version, skipped: this.skipped };
+    window.sessionStorage.setItem(this.storageKey, JSON.stringify(kept));
+  }
+
+  // ---------------------------------------------------------------- quality figures
+
+  async refreshQuality() {
+    try {
+      const rows = await api(`${this.api}review/quality/?source=${this.config.source}`);
+      this.renderQuality(rows);
+    } catch (error) {
+      this.say(`The quality figures could not be loaded: ${error.message}`, "warn");
+    }
+  }
+
+  renderQuality(rows) {
+    const reference = this.config.reference;
+    const selected = this.versions.get(Number(this.version));
+    const body = $("quality-rows");
+    if (!rows.length) {
+      const row = document.createElement("tr");
+      const cell = cellOf("td", "No automatic masks yet.", "none");
+      cell.colSpan = 9;
+      row.append(cell);
+      body.replaceChildren(row);
+    } else {
+      body.replaceChildren(
+        ...rows.map((q) => {
+          const row = document.createElement("tr");
+          row.dataset.version = String(q.version);
+          row.classList.toggle("current", Boolean(selected) && selected.number === q.version);
+          row.append(
+            cellOf("th", `v${q.version}`),
+            ...[q.masks, q.reviewed, q.accepted, q.fixed, q.rejected].map((n) =>
+              cellOf("td", fmt(n), "num"),
+            ),
+            shareCell(q.share_iou_above_0_90, reference.iou_above_0_90),
+            shareCell(q.share_iou_above_0_75, reference.iou_above_0_75),
+            shareCell(q.share_rejected, null),
+          );
+          row.firstChild.scope = "row";
+          return row;
+        }),
+      );
+    }
+    const counted = selected ? rows.filter((q) => q.version === selected.number) : rows;
+    const pending = counted.reduce((sum, q) => sum + q.masks - q.reviewed, 0);
+    $("pending").textContent = `${fmt(pending)} to review${selected ? ` in v${selected.number}` : ""}`;
+  }
+
+  // ---------------------------------------------------------------- view
+
+  toggleMask() {
+    this.showMask = !this.showMask;
+    this.say(this.showMask ? "Mask shown." : "Mask hidden (H shows it).");
+    this.viewport.invalidate();
+  }
+
+  toggleZoom() {
+    this.frame(!this.zoomed);
+  }
+
+  /** Frame the whole image, or the mask with room around it to judge its edges. */
+  frame(zoomed) {
+    this.zoomed = zoomed;
+    if (!this.image) return;
+    const { width, height } = this.image;
+    if (!zoomed || !this.mask) {
+      this.viewport.fit();
+      return;
+    }
+    // Centred on the mask, with room around it to judge its edges (a mask as large as the
+    // image gets the whole image).
+    const [x, y, w, h] = this.mask.bbox;
+    const side = Math.min(Math.max(w, h, 48) * 1.6, Math.max(width, height));
+    this.viewport.fitRect(x + w / 2 - side / 2, y + h / 2 - side / 2, side, side);
+  }
+
+  draw(ctx, vp) {
+    if (!this.photo || !this.image) return;
+    vp.applyImageTransform(ctx);
+    ctx.drawImage(this.photo, 0, 0, this.image.width, this.image.height);
+    vp.applyScreenTransform(ctx);
+    if (!this.mask || !this.showMask) return;
+    this.overlay.draw(ctx, vp);
+    // A mask of a few pixels on screen would be missed: a ring shows where it is.
+    const [x, y, w, h] = this.mask.bbox;
+    if (Math.max(w, h) * vp.scale < SMALL_ON_SCREEN_PX) {
+      const centre = vp.toScreen(x + w / 2, y + h / 2);
+      ctx.beginPath();
+      ctx.arc(centre.x, centre.y, SMALL_ON_SCREEN_PX, 0, Math.PI * 2);
+      ctx.setLineDash([5, 4]);
+      ctx.lineWidth = 3;
+      ctx.strokeStyle = HALO;
+      ctx.stroke();
+      ctx.lineWidth = 1.5;
+      ctx.strokeStyle = "#facc15";
+      ctx.stroke();
+      ctx.setLineDash([]);
+    }
+  }
+
+  /** Bring the panel and the buttons in line with the state. */
+  refresh() {
+    const mask = this.mask;
+    const version = mask && this.versions.get(mask.model_version);
+    $("mask-id").textContent = mask ? `#${mask.id}` : "";
+    $("image-name").textContent = mask && this.image ? this.image.file_name : "—";
+    $("mask-iou").textContent = mask ? score(mask.predicted_iou) : "—";
+    $("mask-stability").textContent = mask ? score(mask.stability_score) : "—";
+    $("mask-version").textContent = version ? `v${version.number}` : "—";
+    $("mask-area").textContent = mask ? `${fmt(mask.area)} px` : "—";
+    for (const id of ["accept", "reject", "fix", "skip"]) $(id).disabled = !mask || this.busy;
+    $("undo").disabled = !this.last || this.busy;
+    $("review").dataset.state = this.loading ? "loading" : this.empty ? "empty" : "mask";
+    this.viewport.invalidate();
+  }
+
+  say(text, kind = "info") {
+    const element = $("status-message");
+    element.textContent = text;
+    element.dataset.kind = kind;
+  }
+
+  // ---------------------------------------------------------------- input
+
+  bind() {
+    for (const node of document.querySelectorAll("#review button")) {
+      // A mouse click must not leave focus on a button: a later key would press it again.
+      node.addEventListener("mousedown", (event) => event.preventDefault());
+    }
+    const clicks = {
+      accept: () => this.decide("accepted"),
+      reject: () => this.decide("rejected"),
+      fix: () => this.fix(),
+      skip: () => this.skip(),
+      undo: () => this.undo(),
+      unskip: () => this.unskip(),
+    };
+    for (const [id, action] of Object.entries(clicks)) $(id).addEventListener("click", action);
+    $("version").addEventListener("change", (event) => {
+      this.setVersion(event.target.value);
+      event.target.blur(); // back to the shortcuts
+    });
+    window.addEventListener("keydown", (event) => this.onKeyDown(event));
+    this.bindPointer();
+  }
+
+  onKeyDown(event) {
+    const target = event.target;
+    if (target instanceof HTMLSelectElement || target instanceof HTMLInputElement) {
+      if (event.key === "Escape") target.blur();
+      return;
+    }
+    if (event.altKey || event.repeat) return;
+    const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
+    if (event.ctrlKey || event.metaKey) {
+      if (key !== "z") return; // the browser's own shortcuts
+      event.preventDefault();
+      this.undo();
+      return;
+    }
+    if (!Object.hasOwn(KEYS, key)) return;
+    event.preventDefault();
+    KEYS[key](this);
+  }
+
+  bindPointer() {
+    const canvas = $("canvas");
+    const viewport = this.viewport;
+    canvas.addEventListener("pointerdown", (event) => {
+      if (!this.photo || (event.button !== 0 && event.button !== 1)) return;
+      event.preventDefault();
+      this.drag = viewport.eventPoint(event);
+      $("stage").classList.add("panning");
+      canvas.setPointerCapture(event.pointerId);
+    });
+    canvas.addEventListener("pointermove", (event) => {
+      if (!this.drag) return;
+      const p = viewport.eventPoint(event);
+      viewport.panBy(p.x - this.drag.x, p.y - this.drag.y);
+      this.drag = p;
+    });
+    const end = (event) => {
+      this.drag = null;
+      $("stage").classList.remove("panning");
+      if (canvas.hasPointerCapture(event.pointerId)) canvas.releasePointerCapture(event.pointerId);
+    };
+    canvas.addEventListener("pointerup", end);
+    canvas.addEventListener("pointercancel", end);
+    canvas.addEventListener(
+      "wheel",
+      (event) => {
+        event.preventDefault();
+        const p = viewport.eventPoint(event);
+        const delta = event.deltaMode === 1 ? event.deltaY * 16 : event.deltaY;
+        viewport.zoomAt(Math.exp(-delta * 0.0015), p.x, p.y);
+      },
+      { passive: false },
+    );
+  }
+
+  /** For tests and the browser console. */
+  debugHandle() {
+    return {
+      state: () => ({
+        mask: this.mask ? this.mask.id : null,
+        image: this.mask ? this.mask.image : null,
+        bbox: this.mask ? this.mask.bbox : null,
+        loading: this.loading,
+        empty: this.empty,
+        busy: this.busy,
+        skipped: this.skipped.slice(),
+        shown: this.showMask,
+        zoomed: this.zoomed,
+      }),
+      toPage: (x, y) => {
+        const box = $("canvas").getBoundingClientRect();
+        const s = this.viewport.toScreen(x, y);
+        return { x: box.left + s.x, y: box.top + s.y };
+      },
+    };
+  }
+}
+
+function readKept(key) {
+  try {
+    const kept = JSON.parse(window.sessionStorage.getItem(key) || "{}");
+    return {
+      version: typeof kept.version === "string" ? kept.version : "",
+      skipped: Array.isArray(kept.skipped) ? kept.skipped.filter(Number.isInteger) : [],
+    };
+  } catch {
+    return { version: "", skipped: [] };
+  }
+}
+
+function score(value) {
+  return value === null || value === undefined ? "n/a" : value.toFixed(3);
+}
+
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
+function cellOf(tag, text, className = "") {
+  const cell = document.createElement(tag);
+  cell.textContent = text;
+  if (className) cell.className = className;
+  return cell;
+}
+
+/** A share as a percentage, green at or above the paper's figure and amber below it. */
+function shareCell(share, reference) {
+  const cell = cellOf("td", share === null ? "—" : `${trim(share * 100)}%`, "num");
+  if (share !== null && reference !== null) {
+    cell.classList.add(share >= reference ? "good" : "below");
+    cell.title = `SA-1B paper: ${trim(reference * 100)}%`;
+  }
+  return cell;
+}
+
+/** 94 -> "94", 93.75 -> "93.8". */
+function trim(value) {
+  const rounded = Math.round(value * 10) / 10;
+  return Number.isInteger(rounded) ? String(rounded) : rounded.toFixed(1);
+}
+
+const reviewer = new Reviewer(JSON.parse($("review-config").textContent));
+window.maskloop = reviewer.debugHandle();
+reviewer.start();
