@@ -14,6 +14,7 @@ straight run would have seen, whatever the number of data-loader workers.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -347,9 +348,12 @@ def make_sample(
         if len(keep):
             break
     else:
-        areas = out_masks.reshape(out_masks.shape[0], -1).sum(axis=1)
+        # Every instance is under min_area even plainly resized: keep the largest one.
+        plain = dataclasses.replace(cfg, min_area=0)
+        out_image, all_masks, _ = augment(image, masks, plain, rng, jitter=False)
+        areas = all_masks.reshape(all_masks.shape[0], -1).sum(axis=1)
         keep = np.array([int(np.argmax(areas))])
-        out_masks = out_masks[keep]
+        out_masks = all_masks[keep]
     if len(keep) > cfg.max_instances:
         chosen = np.sort(rng.choice(len(keep), size=cfg.max_instances, replace=False))
         keep, out_masks = keep[chosen], out_masks[chosen]

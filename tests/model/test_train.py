@@ -442,6 +442,19 @@ def test_samples_are_padded_like_the_predictor_input(shapes_root: Path) -> None:
         torch.testing.assert_close(sample.image[:, -1, -1], torch.tensor(PIXEL_MEAN))
 
 
+def test_an_image_whose_objects_are_all_under_min_area_still_gives_its_largest(
+    shapes_root: Path,
+) -> None:
+    images = aug.collect_train_images(shapes_root, ["shapes"])
+    cfg = aug.AugmentConfig(image_size=128, low_res_size=32, max_instances=2, min_area=10**6)
+    sample = aug.make_sample(images[0], cfg, np.random.default_rng(3))
+    assert sample.masks.shape[0] == 1 and sample.masks.any()
+    areas = [
+        a.decode(images[0].image.height, images[0].image.width).sum() for a in images[0].annotations
+    ]
+    assert sample.annotation_ids == [images[0].annotations[int(np.argmax(areas))].id]
+
+
 def test_training_images_exclude_validation_and_held_out_sets(shapes_root: Path) -> None:
     images = aug.collect_train_images(shapes_root, ["shapes", "other"], holdout=["other"])
     assert {i.set_name for i in images} == {"shapes"}
