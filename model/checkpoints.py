@@ -7,6 +7,12 @@ Two formats load:
 Loading is always ``torch.load(..., weights_only=True)`` (no arbitrary pickles) and always
 strict: a missing or unexpected key or a wrong shape raises ``CheckpointError`` naming the
 offenders. A silently partial load would leave random weights in a model that looks fine.
+
+The one sanctioned exception is explicit: ``allow_missing_prefixes`` names whole parts the
+checkpoint may lack (e.g. ``model.mask_decoder_hq.HQ_PREFIXES``, to start HQ-SAM from a plain
+SAM checkpoint). A part is skipped only when *every* key under its prefix is absent; a
+checkpoint holding half of a part is still an error, and unexpected or wrong-shape keys are
+errors everywhere. The loaders return / report which keys were left as initialised.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,16 +66,34 @@ def _validated_state_dict(obj: Mapping[Any, Any], *, source: str) -> dict[str, t
     return dict(obj)
 
 
-def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
-    """Raise ``CheckpointError`` unless keys and shapes match the model's exactly."""
+def check_state_dict(
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    allow_missing_prefixes: Sequence[str] = (),
+) -> list[str]:
+    """Raise ``CheckpointError`` unless keys and shapes match the model's exactly.
+
+    allow_missing_prefixes: model keys under any of these prefixes may be missing, provided
+      the checkpoint has no key at all under that prefix (whole parts only).
+
+    Returns the model keys that the checkpoint lacks by that permission (empty otherwise).
+    """
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
+    absent_parts = [
+        prefix
+        for prefix in allow_missing_prefixes
+        if not any(k.startswith(prefix) for k in state_dict)
+    ]
+    allowed = [k for k in missing if k.startswith(tuple(absent_parts))]
+    missing = [k for k in missing if k not in set(allowed)]
     unexpected = [k for k in state_dict if k not in expected]
     mismatched = [
         k for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape
     ]
     if not (missing or unexpected or mismatched):
-        return
+        return allowed
 
     def shape(t: torch.Tensor) -> str:
         return "x".join(str(d) for d in t.shape) or "scalar"
@@ -92,22 +116,49 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
     )
 
 
-def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
-    """Copy ``state_dict`` into ``model`` (casting dtype, e.g. fp16 -> fp32) or raise."""
-    check_state_dict(model, state_dict)
-    model.load_state_dict(state_dict, strict=True)
+def load_state_dict_strict(
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    allow_missing_prefixes: Sequence[str] = (),
+) -> list[str]:
+    """Copy ``state_dict`` into ``model`` (casting dtype, e.g. fp16 -> fp32) or raise.
+
+    Returns the keys left as initialised under ``allow_missing_prefixes`` (see
+    ``check_state_dict``); empty for a complete checkpoint.
+    """
+    fresh = check_state_dict(model, state_dict, allow_missing_prefixes=allow_missing_prefixes)
+    result = model.load_state_dict(state_dict, strict=not fresh)
+    if fresh and (set(result.missing_keys) != set(fresh) or result.unexpected_keys):
+        # Cannot happen after check_state_dict; a guard against a silent partial load.
+        raise CheckpointError(f"partial load left {result.missing_keys} missing")
+    return fresh
 
 
-def load_checkpoint(model: nn.Module, source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
+def load_checkpoint(
+    model: nn.Module,
+    source: str | Path | Mapping[str, Any],
+    *,
+    allow_missing_prefixes: Sequence[str] = (),
+) -> dict[str, Any]:
     """Strictly load a checkpoint (file path, raw state dict, or ``{"model": ...}`` dict).
 
-    Returns the checkpoint's other entries (``config`` and extras; empty for official files).
+    allow_missing_prefixes: whole parts the checkpoint may lack, left as initialised (see
+      the module docstring); e.g. ``build_sam("vit_b_hq")`` loaded from ``sam_vit_b.pth`` with
+      ``allow_missing_prefixes=HQ_PREFIXES``.
+
+    Returns the checkpoint's other entries (``config`` and extras; empty for official files),
+    plus ``"fresh_keys"``, the keys left as initialised, when any were.
     """
     if isinstance(source, Mapping):
         payload = _unwrap(source, source="state dict")
     else:
         payload = read_checkpoint(source)
-    load_state_dict_strict(model, payload.pop("model"))
+    fresh = load_state_dict_strict(
+        model, payload.pop("model"), allow_missing_prefixes=allow_missing_prefixes
+    )
+    if fresh:
+        payload["fresh_keys"] = fresh
     return payload
 
 

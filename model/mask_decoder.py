@@ -95,9 +95,29 @@ class MaskDecoder(nn.Module):
         dense_prompt_embeddings: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """All mask tokens at once: (Bx(1+K)x(4h)x(4w) logits, Bx(1+K) IoU predictions)."""
+        hs, upscaled = self.run_transformer(
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
+        )
+        return self.sam_masks(hs, upscaled)
+
+    def output_tokens(self) -> torch.Tensor:
+        """The learned output tokens put before the prompt tokens, TxC (IoU, then masks)."""
+        return torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
+
+    def run_transformer(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two-way transformer over (output tokens + prompt tokens, image).
+
+        Returns the tokens after the transformer, Bx(T+N)xC, and the image side upscaled
+        4x, Bx(C/8)x(4h)x(4w): what the hypernetwork kernels are applied to.
+        """
         batch = sparse_prompt_embeddings.shape[0]
-        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
-        output_tokens = output_tokens.unsqueeze(0).expand(batch, -1, -1)
+        output_tokens = self.output_tokens().unsqueeze(0).expand(batch, -1, -1)
         tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
 
         src = self._per_prompt(image_embeddings, batch) + dense_prompt_embeddings
@@ -105,11 +125,17 @@ class MaskDecoder(nn.Module):
         b, c, h, w = src.shape
 
         hs, src = self.transformer(src, pos_src, tokens)
+        src = src.transpose(1, 2).reshape(b, c, h, w)
+        return hs, self.output_upscaling(src)
+
+    def sam_masks(
+        self, hs: torch.Tensor, upscaled: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM's own outputs from ``run_transformer``'s results: each mask token's MLP gives
+        a kernel dotted with the upscaled image. Returns Bx(1+K)x(4h)x(4w) logits and
+        Bx(1+K) IoU predictions."""
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
-
-        src = src.transpose(1, 2).reshape(b, c, h, w)
-        upscaled = self.output_upscaling(src)
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
             dim=1,

@@ -4,6 +4,10 @@ The image encoder is any module mapping a normalised, padded Bx3xSxS image to a
 BxCx(S/16)x(S/16) embedding (C = the prompt embedding width, 256 for official models), so
 ViT, TinyViT or EfficientNet-Lite backbones plug in alike. Buffer and submodule names match
 Meta's ``Sam``: ``pixel_mean`` / ``pixel_std`` are non-persistent and not in state dicts.
+
+HQ-SAM is the same class with a ``MaskDecoderHQ``: its encoder must then also offer
+``forward_with_interm(x) -> (embedding, [early feature, ...])``, and decoding needs the image's
+early feature (``encode_image_with_early``) besides its embedding. ``is_hq`` tells them apart.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.mask_decoder import MaskDecoder
+from model.mask_decoder_hq import MaskDecoderHQ
 from model.prompt_encoder import PromptEncoder
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -75,6 +80,25 @@ class Sam(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
+    @property
+    def is_hq(self) -> bool:
+        """Whether this is HQ-SAM (decoding then needs the early feature too)."""
+        return isinstance(self.mask_decoder, MaskDecoderHQ)
+
+    @property
+    def hq_decoder(self) -> MaskDecoderHQ:
+        """The mask decoder as HQ-SAM's; ValueError for a plain SAM."""
+        if not isinstance(self.mask_decoder, MaskDecoderHQ):
+            raise ValueError("this is not an HQ-SAM model (its configuration name ends in _hq)")
+        return self.mask_decoder
+
+    @property
+    def early_shape(self) -> tuple[int, int, int] | None:
+        """(h', w', C) of HQ-SAM's channels-last early feature; None for a plain SAM."""
+        if not isinstance(self.mask_decoder, MaskDecoderHQ):
+            return None
+        return self.mask_decoder.early_shape(self.embedding_size)
+
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise colours and zero-pad bottom/right to the square input.
 
@@ -91,9 +115,38 @@ class Sam(nn.Module):
         """Bx3xHxW resized 0-255 RGB -> BxCxhxw image embeddings."""
         return self._run_encoder(self.preprocess(x))
 
+    def encode_image_with_early(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Bx3xHxW resized 0-255 RGB -> (BxCxhxw embeddings, Bxh'xw'xD early features).
+
+        The early feature is HQ-SAM's (see ``model.mask_decoder_hq``); a plain SAM gives None
+        and does not compute one.
+        """
+        x = self.preprocess(x)
+        if not self.is_hq:
+            return self._run_encoder(x), None
+        return self._run_encoder_with_early(x)
+
     def _run_encoder(self, x: torch.Tensor) -> torch.Tensor:
         """Bx3xSxS preprocessed -> BxCxhxw, checking the encoder keeps the contract."""
         emb = self.image_encoder(x)
+        self._check_embedding(emb)
+        return emb
+
+    def _run_encoder_with_early(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bx3xSxS preprocessed -> (BxCxhxw, Bxh'xw'xD), both checked (HQ-SAM only)."""
+        encoder: Any = self.image_encoder  # HQ-SAM encoders have forward_with_interm
+        emb, interm = encoder.forward_with_interm(x)
+        self._check_embedding(emb)
+        early = interm[0]
+        expected = self.early_shape
+        if tuple(early.shape[1:]) != expected:
+            raise ValueError(
+                f"image encoder's early feature is {tuple(early.shape)}, this HQ decoder "
+                f"expects Bx{'x'.join(map(str, expected or ()))} (channels-last)"
+            )
+        return emb, early
+
+    def _check_embedding(self, emb: torch.Tensor) -> None:
         expected = (self.prompt_encoder.embed_dim, *self.embedding_size)
         if tuple(emb.shape[1:]) != expected:
             # An encoder of the wrong shape would otherwise fail deep in the decoder.
@@ -101,7 +154,11 @@ class Sam(nn.Module):
                 f"image encoder returned {tuple(emb.shape)}, expected Bx{expected[0]}x"
                 f"{expected[1]}x{expected[2]}"
             )
-        return emb
+
+    def hq_features(self, image_embeddings: torch.Tensor, early: torch.Tensor) -> torch.Tensor:
+        """HQ-SAM's prompt-independent features of B images (see ``MaskDecoderHQ``):
+        BxCxhxw and Bxh'xw'xD -> Bx(C/8)x(4h)x(4w). Computed once, they serve every prompt."""
+        return self.hq_decoder.hq_features(image_embeddings, early)
 
     def decode(
         self,
@@ -111,6 +168,9 @@ class Sam(nn.Module):
         boxes: torch.Tensor | None = None,
         masks: torch.Tensor | None = None,
         multimask_output: bool = True,
+        early_features: torch.Tensor | None = None,
+        hq_features: torch.Tensor | None = None,
+        hq_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Masks for B prompts on one image (1xCxhxw) or on B images (BxCxhxw).
 
@@ -118,18 +178,37 @@ class Sam(nn.Module):
           points: (BxNx2 (x, y) in the resized input frame, BxN labels) or None.
           boxes: Bx4 (x0, y0, x1, y1) in the resized input frame, or None.
           masks: Bx1x(4h)x(4w) logits from a previous prediction, or None.
+          early_features: HQ-SAM only, 1 or B early features (1xh'xw'xD channels-last);
+          hq_features: HQ-SAM only, instead of early_features: ``hq_features(...)`` of the
+            image(s), computed once per image.
+          hq_only: HQ-SAM only: the HQ mask alone instead of SAM's mask + the HQ mask.
 
         Returns:
-          low_res_logits: BxKx(4h)x(4w), K = 3 with multimask output, else 1.
+          low_res_logits: BxKx(4h)x(4w), K = 3 with multimask output, else 1; HQ-SAM always
+            gives K = 1 (its SAM part is the best of three by predicted IoU with multimask
+            output, as the official code).
           iou_predictions: BxK.
         """
+        if not self.is_hq and (early_features is not None or hq_features is not None or hq_only):
+            raise ValueError(
+                "early_features, hq_features and hq_only are for HQ-SAM models; "
+                "this one is a plain SAM"
+            )
         sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=masks)
+        kwargs: dict[str, Any] = {}
+        if self.is_hq:
+            kwargs = {
+                "early_features": early_features,
+                "hq_features": hq_features,
+                "hq_only": hq_only,
+            }
         return self.mask_decoder(
             image_embeddings=image_embeddings,
             image_pe=self.prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=multimask_output,
+            **kwargs,
         )
 
     def postprocess_masks(
@@ -150,7 +229,7 @@ class Sam(nn.Module):
         return F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)
 
     def forward(
-        self, batched_input: list[dict[str, Any]], multimask_output: bool
+        self, batched_input: list[dict[str, Any]], multimask_output: bool, hq_only: bool = False
     ) -> list[dict[str, torch.Tensor]]:
         """End-to-end prediction, Meta's ``Sam.forward`` contract (but gradients allowed).
 
@@ -158,22 +237,33 @@ class Sam(nn.Module):
         (H, W), and optionally ``point_coords`` (BxNx2), ``point_labels`` (BxN), ``boxes``
         (Bx4), ``mask_inputs`` (Bx1x(4h)x(4w)), all in the resized frame.
         Each output dict holds ``masks`` (BxKxHxW bool), ``iou_predictions`` (BxK) and
-        ``low_res_logits`` (BxKx(4h)x(4w)).
+        ``low_res_logits`` (BxKx(4h)x(4w)). ``hq_only`` is HQ-SAM's ``hq_token_only``.
         """
+        if hq_only and not self.is_hq:
+            raise ValueError("hq_only is for HQ-SAM models; this one is a plain SAM")
         # Preprocess one by one: images of a batch may differ in size before padding.
         images = torch.stack([self.preprocess(record["image"]) for record in batched_input])
-        embeddings = self._run_encoder(images)
+        if self.is_hq:
+            embeddings, early_all = self._run_encoder_with_early(images)
+            early: list[torch.Tensor | None] = list(early_all)
+        else:
+            embeddings = self._run_encoder(images)
+            early = [None] * len(batched_input)
         outputs = []
-        for record, embedding in zip(batched_input, embeddings, strict=True):
+        for record, embedding, early_one in zip(batched_input, embeddings, early, strict=True):
             points = None
             if "point_coords" in record:
                 points = (record["point_coords"], record["point_labels"])
+            hq: dict[str, Any] = {}
+            if early_one is not None:
+                hq = {"early_features": early_one.unsqueeze(0), "hq_only": hq_only}
             low_res, iou = self.decode(
                 embedding.unsqueeze(0),
                 points=points,
                 boxes=record.get("boxes"),
                 masks=record.get("mask_inputs"),
                 multimask_output=multimask_output,
+                **hq,
             )
             masks = self.postprocess_masks(
                 low_res,

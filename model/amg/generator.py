@@ -273,12 +273,10 @@ class AutomaticMaskGenerator:
             self.predictor.set_embedding(embedding)
         else:
             self.predictor.set_image(image[y0:y1, x0:x1])
-        device = self.predictor.device
-        features = self.predictor.get_embedding().embedding.to(device)
         points = self.point_grids[crop.layer] * np.array([crop.width, crop.height], dtype=float)
         batch = self.config.points_per_batch
         parts = [
-            self._process_batch(features, points[start : start + batch], crop, image.shape[:2])
+            self._process_batch(points[start : start + batch], crop, image.shape[:2])
             for start in range(0, len(points), batch)
         ]
         candidates = _Candidates.concat(parts)
@@ -288,7 +286,6 @@ class AutomaticMaskGenerator:
 
     def _process_batch(
         self,
-        features: torch.Tensor,
         points: np.ndarray,
         crop: Crop,
         image_size: tuple[int, ...],
@@ -301,9 +298,8 @@ class AutomaticMaskGenerator:
         coords = predictor.transform.apply_coords(points, crop_size)
         coords_t = torch.as_tensor(coords, dtype=torch.float32, device=device)[:, None, :]
         labels_t = torch.ones((len(points), 1), dtype=torch.int, device=device)
-        low_res, iou = model.decode(
-            features, points=(coords_t, labels_t), multimask_output=True
-        )  # BxKxhxw, BxK
+        # BxKxhxw, BxK; K = 3, or 1 for HQ-SAM (its best of three plus the HQ mask).
+        low_res, iou = predictor.decode_torch(points=(coords_t, labels_t), multimask_output=True)
         per_point = iou.shape[1]
         low_res, iou = low_res.flatten(0, 1), iou.flatten().float()
         point_index = torch.arange(len(points), device=device).repeat_interleave(per_point)

@@ -88,6 +88,28 @@ class ImageEncoderViT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: Bx3xSxS -> Bx(out_chans)x(S/patch)x(S/patch)."""
+        x = self._embed(x)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.neck(x.permute(0, 3, 1, 2))
+
+    def forward_with_interm(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """x: Bx3xSxS -> the embedding and [early feature]: HQ-SAM's early feature is the
+        output of the first global-attention block, (B, S/patch, S/patch, embed_dim),
+        channels-last, as the official encoder's ``interm_embeddings[0]`` (which also lists
+        the later global blocks; HQ-SAM uses only the first, so only it is kept)."""
+        x = self._embed(x)
+        interm: list[torch.Tensor] = []
+        for blk in self.blocks:
+            x = blk(x)
+            if not interm and blk.window_size == 0:
+                interm.append(x)
+        if not interm:
+            raise ValueError("this encoder has no global-attention block: no early feature")
+        return self.neck(x.permute(0, 3, 1, 2)), interm
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Bx3xSxS -> patch tokens plus absolute positions, BxhxwxD."""
         x = self.patch_embed(x)  # (B, h, w, D)
         if self.pos_embed is not None:
             if x.shape[1:3] != self.pos_embed.shape[1:3]:
@@ -97,9 +119,7 @@ class ImageEncoderViT(nn.Module):
                     f"{self.img_size}x{self.img_size}"
                 )
             x = x + self.pos_embed
-        for blk in self.blocks:
-            x = blk(x)
-        return self.neck(x.permute(0, 3, 1, 2))
+        return x
 
 
 class PatchEmbed(nn.Module):

@@ -15,6 +15,10 @@ Examples::
 
     # warm-start from the shipped model (weights only; new optimiser and schedule)
     python -m model.train --config efficientnet_lite0_512 --init shipped.pt --sets ... --minutes 60
+
+    # HQ-SAM on the shipped model: base frozen, only the HQ token, its MLP and the fusion
+    # convolutions trained (the HQ parts, absent from shipped.pt, start fresh)
+    python -m model.train --config efficientnet_lite0_512_hq --init shipped.pt --mode hq ...
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from model.build import available
-from model.train.loop import TrainConfig, train
+from model.train.loop import MODES, TrainConfig, train
 
 
 def _csv(value: str) -> list[str]:
@@ -48,7 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--minutes", type=float, default=None, help="time budget")
     run.add_argument("--steps", type=int, default=None, help="total steps (schedule length)")
     run.add_argument("--resume", default=None, help="continue a run from its checkpoint")
-    run.add_argument("--init", default=None, help="warm-start weights from a checkpoint")
+    run.add_argument(
+        "--init",
+        default=None,
+        help="warm-start weights from a checkpoint (a plain SAM one may start an _hq config: "
+        "its HQ parts then start fresh)",
+    )
+    run.add_argument(
+        "--mode",
+        choices=MODES,
+        default=d.mode,
+        help="full: everything (but --freeze-encoder-stages); decoder: image encoder frozen; "
+        "hq: HQ-SAM configs, only the HQ token, its MLP and the fusion block trained",
+    )
     run.add_argument("--seed", type=int, default=d.seed)
     run.add_argument(
         "--stop-after", type=int, default=None, help="stop after N steps of this run (chunks)"

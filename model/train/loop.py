@@ -16,6 +16,13 @@ torch RNG (stochastic depth). With the model, optimiser and scheduler restored f
 checkpoint, ``--resume`` therefore continues a killed run exactly as if it had never stopped.
 The checkpoint also records the RNG states, for the record.
 
+Modes (``TrainConfig.mode``): ``full`` trains everything (``freeze_encoder_stages`` apart);
+``decoder`` freezes the whole image encoder; ``hq`` (HQ-SAM configurations only) freezes the
+whole base model and trains only HQ-SAM's additions (``model.mask_decoder_hq.HQ_PREFIXES``:
+the HQ token, its MLP and the fusion convolutions), on the HQ mask's loss, as the official
+recipe. ``--init`` from a plain SAM checkpoint into an HQ configuration loads the base weights
+strictly and leaves exactly the HQ parts as initialised, and says so.
+
 Several GPUs: launched by ``torchrun``, the step module is wrapped in DistributedDataParallel
 (``WORLD_SIZE`` > 1 in the environment), each rank draws its own samples, rank 0 writes
 checkpoints, logs and validates; nothing else changes.
@@ -46,11 +53,11 @@ from tqdm import tqdm
 
 from model.build import build_sam
 from model.checkpoints import (
-    load_checkpoint,
     load_state_dict_strict,
     read_checkpoint,
     save_checkpoint,
 )
+from model.mask_decoder_hq import HQ_PREFIXES
 from model.sam import Sam
 from model.train.augment import AugmentConfig, TrainDataset, collate, collect_train_images
 from model.train.data import Instance, iter_instances, load_coco_set, shared_data_root
@@ -60,6 +67,8 @@ from model.train.simulate import SimulationConfig, simulate
 LAST_CHECKPOINT = "last.pt"
 LOG_FILE = "log.jsonl"
 MODEL_FILE = "model.pt"  # fp16 weights + config, what --init and predictors load
+#: What ``TrainConfig.mode`` may be (see the module docstring).
+MODES = ("full", "decoder", "hq")
 
 
 # --------------------------------------------------------------------------- configuration
@@ -98,6 +107,7 @@ class TrainConfig:
     clip: float = 1.0
     freeze_encoder_stages: int = 0  # 0 none, N first stages, -1 the whole encoder
     init: str | None = None
+    mode: str = "full"  # full | decoder | hq (see the module docstring)
 
     out: str = "runs/train"
     steps: int | None = None  # total steps of the schedule (and a stop); None = from minutes
@@ -231,6 +241,40 @@ def freeze_encoder_stages(sam: Sam, stages: int) -> list[str]:
     return [f"image_encoder.{n}" for n in frozen]
 
 
+def apply_mode(sam: Sam, mode: str, *, freeze_encoder_stages_: int = 0) -> list[str]:
+    """Freeze what ``mode`` does not train; returns the frozen parameters' names.
+
+    full: only the first ``freeze_encoder_stages_`` encoder stages (see
+    ``freeze_encoder_stages``); decoder: the whole image encoder; hq: everything but
+    ``HQ_PREFIXES`` (an HQ-SAM model is required).
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown training mode {mode!r}; one of {', '.join(MODES)}")
+    if mode == "full":
+        return freeze_encoder_stages(sam, freeze_encoder_stages_)
+    if mode == "decoder":
+        return freeze_encoder_stages(sam, -1)
+    if not sam.is_hq:
+        raise ValueError("--mode hq trains HQ-SAM's additions: use an HQ configuration (NAME_hq)")
+    frozen = []
+    for name, param in sam.named_parameters():
+        if not name.startswith(HQ_PREFIXES):
+            param.requires_grad_(False)
+            frozen.append(name)
+    return frozen
+
+
+def load_init_weights(sam: Sam, path: str | Path) -> list[str]:
+    """``--init``: the checkpoint's weights into ``sam``, strictly, except that a plain SAM
+    checkpoint may start an HQ-SAM model (HQ parts absent in the file, left as initialised).
+
+    Returns the keys left as initialised (empty unless that case).
+    """
+    payload = read_checkpoint(path)
+    allowed = HQ_PREFIXES if sam.is_hq else ()
+    return load_state_dict_strict(sam, payload["model"], allow_missing_prefixes=allowed)
+
+
 def _no_decay(name: str, param: nn.Parameter, embedding_params: set[int]) -> bool:
     """Biases, norms, embeddings, tokens and position tables are not weight-decayed."""
     return (
@@ -355,11 +399,9 @@ class TrainStep(nn.Module):
             torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
         )
         with autocast:
-            if self.encoder_frozen:
-                with torch.no_grad():
-                    embeddings = self.sam.encode_image(images)
-            else:
-                embeddings = self.sam.encode_image(images)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
+                # HQ-SAM's early feature comes with the embedding (None for a plain SAM).
+                embeddings, early = self.sam.encode_image_with_early(images)
             rounds = simulate(
                 self.sam,
                 embeddings,
@@ -368,6 +410,7 @@ class TrainStep(nn.Module):
                 self.sim,
                 generator=generator,
                 rng=rng,
+                early_features=early,
             )
         terms = interactive_loss(rounds, low_res_masks, self.loss_cfg)
         stats = {
@@ -377,6 +420,8 @@ class TrainStep(nn.Module):
             "iou_first": terms.first_iou,
             "iou_last": terms.last_iou,
         }
+        if self.sam.is_hq:
+            stats.update(hq_focal=terms.hq_focal, hq_dice=terms.hq_dice)
         return terms.total, stats
 
 
@@ -532,6 +577,8 @@ def _figures(m: Any) -> dict[str, float]:
         "miou@1": m.miou[1],
         "miou@3": m.miou[3],
         "miou@5": m.miou[5],
+        "mbiou@1": m.mbiou.get(1, math.nan),
+        "mbiou@5": m.mbiou.get(5, math.nan),
         "noc@85": m.noc["85"],
         "noc@90": m.noc["90"],
         "instances": m.n_instances,
@@ -620,8 +667,13 @@ def train(cfg: TrainConfig, *, echo: Callable[[str], None] = print) -> dict[str,
     torch.manual_seed(cfg.seed)
     sam = build_sam(cfg.config)
     if cfg.init is not None and payload is None:
-        load_checkpoint(sam, cfg.init)
-    frozen = freeze_encoder_stages(sam, cfg.freeze_encoder_stages)
+        fresh = load_init_weights(sam, cfg.init)
+        if fresh:
+            say(
+                f"init: {cfg.init} has no HQ-SAM parts; {len(fresh)} tensors under "
+                f"{', '.join(p.rstrip('.') for p in HQ_PREFIXES)} start from their initialisation"
+            )
+    frozen = apply_mode(sam, cfg.mode, freeze_encoder_stages_=cfg.freeze_encoder_stages)
     encoder_frozen = not any(p.requires_grad for p in sam.image_encoder.parameters())
     sam.to(ctx.device).train()
     if encoder_frozen:
@@ -688,6 +740,8 @@ def train(cfg: TrainConfig, *, echo: Callable[[str], None] = print) -> dict[str,
             multimask_later=cfg.multimask_later,
             focal=cfg.focal_weight,
             focal_alpha=cfg.focal_alpha,
+            # --mode hq: the base is frozen; only the HQ mask is trained (official recipe).
+            sam_outputs=cfg.mode != "hq",
         ),
         encoder_frozen=encoder_frozen,
         bf16=use_cuda,
@@ -715,7 +769,8 @@ def train(cfg: TrainConfig, *, echo: Callable[[str], None] = print) -> dict[str,
     n_params = sum(p.numel() for p in sam.parameters())
     n_train = sum(p.numel() for p in trainable)
     say(
-        f"{cfg.config}: {n_params / 1e6:.2f}M parameters ({n_train / 1e6:.2f}M trained, "
+        f"{cfg.config} [mode {cfg.mode}]: {n_params / 1e6:.2f}M parameters "
+        f"({n_train / 1e6:.2f}M = {n_train:,} trained, "
         f"{len(frozen)} tensors frozen), input {sam.image_size} px, device {ctx.device}, "
         f"world {ctx.world}; {len(images)} training images from {','.join(cfg.sets)}"
         + (f" (held out: {','.join(cfg.holdout)})" if cfg.holdout else "")

@@ -6,6 +6,12 @@
 - First prompt (ambiguous): of the three multimask outputs only the one with the lowest mask
   loss is back-propagated; the IoU head is trained on all three.
 - Later rounds: the single-mask output (DECISIONS item 4).
+- HQ-SAM: the HQ mask (``RoundOutput.hq_logits``) gets the same focal + dice, in every
+  round, weight ``hq``. On the HQ mask alone, not on SAM mask + HQ mask: the official recipe
+  (sam-hq ``train.py``) trains the HQ output alone (``hq_token_only=True``), and official
+  checkpoints were trained so. ``sam_outputs=False`` (``--mode hq``: the base model frozen)
+  drops SAM's own terms, mask and IoU head, which could only reach the HQ token through the
+  token attention and are not the official objective.
 - Issue 13, lesson 2: the single-mask output got far less training than the three and was much
   worse after the first click, so it is also trained on the first round (``single_first``),
   and the three multimask outputs may keep training in later rounds (``multimask_later``,
@@ -42,6 +48,8 @@ class LossConfig:
     focal_gamma: float = 2.0
     single_first: float = 1.0
     multimask_later: float = 1.0
+    hq: float = 1.0  # weight of the HQ mask's focal + dice (HQ-SAM only)
+    sam_outputs: bool = True  # train SAM's own outputs (False: only the HQ mask)
 
 
 @dataclass
@@ -54,6 +62,8 @@ class LossTerms:
     iou_mse: float
     first_iou: float  # true IoU of the shown mask after the first prompt
     last_iou: float  # after the last round
+    hq_focal: float = float("nan")  # the HQ mask's (HQ-SAM only)
+    hq_dice: float = float("nan")
 
 
 def _match(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -131,12 +141,39 @@ def round_loss(
     """Loss of one round for M instances, averaged over them.
 
     Arguments:
-        out: the round's logits Mx4xLxL and IoU predictions Mx4 (token 0 = single mask).
+        out: the round's logits Mx4xLxL and IoU predictions Mx4 (token 0 = single mask), and
+            HQ-SAM's HQ logits Mx1xLxL.
         target: MxLxL (or MxSxS) ground truth in [0, 1].
 
     Returns:
-        The scalar loss and detached parts (focal, dice of the trained masks; IoU MSE).
+        The scalar loss and detached parts (focal, dice of the trained masks; IoU MSE; for
+        HQ-SAM hq_focal, hq_dice).
     """
+    parts: dict[str, torch.Tensor] = {}
+    loss = out.logits.new_zeros((), dtype=torch.float32)
+    if cfg.sam_outputs:
+        loss, parts = _sam_outputs_loss(out, target, cfg)
+    if out.hq_logits is not None and cfg.hq > 0:
+        hq_combined, hq_focal, hq_dice = mask_loss(out.hq_logits, target, cfg)  # Mx1 each
+        loss = loss + cfg.hq * hq_combined[:, 0].mean()
+        with torch.no_grad():
+            parts["hq_focal"] = hq_focal.mean()
+            parts["hq_dice"] = hq_dice.mean()
+            if not cfg.sam_outputs:
+                # What is trained is the HQ mask: log it under the usual names too.
+                parts["focal"], parts["dice"] = parts["hq_focal"], parts["hq_dice"]
+                parts["iou_mse"] = hq_focal.new_zeros(())
+    if not parts:
+        raise ValueError("nothing to train: sam_outputs is off and the model has no HQ mask")
+    if out.hq_logits is not None or "shown_iou" not in parts:
+        parts["shown_iou"] = mask_iou(out.shown_logits(), target)[:, 0].mean()
+    return loss, parts
+
+
+def _sam_outputs_loss(
+    out: RoundOutput, target: torch.Tensor, cfg: LossConfig
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """SAM's own terms of one round: masks (min over three, single mask) and IoU head."""
     combined, focal, dice = mask_loss(out.logits, target, cfg)  # Mx4 each
     true_iou = mask_iou(out.logits, target)
     iou_err = (out.iou_pred.float() - true_iou) ** 2  # Mx4
@@ -161,7 +198,7 @@ def round_loss(
             "focal": (single_w * focal[:, 0] + multi_w * focal[rows, 1 + best]).mean() / weight,
             "dice": (single_w * dice[:, 0] + multi_w * dice[rows, 1 + best]).mean() / weight,
             "iou_mse": iou_term.mean(),
-            "shown_iou": true_iou[rows, out.shown].mean(),
+            "shown_iou": true_iou[rows, out.shown].mean(),  # replaced for HQ-SAM
         }
     return loss, parts
 
@@ -183,6 +220,7 @@ def interactive_loss(
     def mean_of(key: str) -> float:
         return float(torch.stack([p[key] for p in parts]).mean())
 
+    hq = "hq_focal" in parts[0]
     return LossTerms(
         total=total,
         focal=mean_of("focal"),
@@ -190,4 +228,6 @@ def interactive_loss(
         iou_mse=mean_of("iou_mse"),
         first_iou=float(parts[0]["shown_iou"]),
         last_iou=float(parts[-1]["shown_iou"]),
+        hq_focal=mean_of("hq_focal") if hq else float("nan"),
+        hq_dice=mean_of("hq_dice") if hq else float("nan"),
     )

@@ -26,6 +26,11 @@ per round for all prompts (two when boxes and points are mixed: SAM's prompt enc
 an extra token instead would differ from what the predictor gives at inference). The decoder
 computes all four mask tokens in one pass, so the single-mask output and the three multimask
 outputs come from the same run.
+
+HQ-SAM: the same run also gives the HQ mask (``RoundOutput.hq_logits``); HQ-SAM's
+prompt-independent features are computed once per image for all rounds. What the simulated
+annotator sees, and what is fed back, is the model's final answer as the predictor gives it:
+SAM's shown mask plus the HQ mask.
 """
 
 from __future__ import annotations
@@ -84,6 +89,7 @@ class RoundOutput:
     logits: Mx4xLxL low-res mask logits; token 0 is the single-mask output, 1..3 the
         multimask outputs (L = 4x the embedding side).
     iou_pred: Mx4 predicted IoU of each token's mask.
+    hq_logits: HQ-SAM's HQ mask, Mx1xLxL; None for a plain SAM.
     kind: "first" (first prompt: ambiguous, multimask trained), "point" (a corrective point
         was added), "mask" (no new point: only the previous mask fed back).
     shown: M long, the token whose mask the simulated annotator saw and that was fed back.
@@ -95,6 +101,14 @@ class RoundOutput:
     kind: RoundKind
     shown: torch.Tensor
     trained: bool = True
+    hq_logits: torch.Tensor | None = None
+
+    def shown_logits(self) -> torch.Tensor:
+        """Mx1xLxL logits of the mask the annotator saw: the shown token's, plus the HQ mask
+        for HQ-SAM (its final mask, as the predictor answers)."""
+        rows = torch.arange(self.logits.shape[0], device=self.logits.device)
+        chosen = self.logits[rows, self.shown][:, None]
+        return chosen if self.hq_logits is None else chosen + self.hq_logits
 
 
 @dataclass
@@ -284,16 +298,22 @@ def decode_all_tokens(
     embeddings: torch.Tensor,
     prompts: Prompts,
     mask_input: torch.Tensor | None,
+    hq_features: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the decoder for M prompts and return all four mask tokens.
 
     Arguments:
         embeddings: MxCxhxw, the image embedding of each instance's image.
         mask_input: Mx1xLxL logits from the previous round, or None.
+        hq_features: HQ-SAM only (required then): Mx(C/8)xLxL, each instance's image's
+            ``Sam.hq_features``.
 
     Returns:
-        logits Mx(1+K)xLxL (token 0 = single-mask output) and iou_pred Mx(1+K).
+        logits Mx(1+K)xLxL (token 0 = single-mask output; HQ-SAM: Mx(1+K+1)xLxL, the HQ mask
+        last) and iou_pred Mx(1+K).
     """
+    if sam.is_hq and hq_features is None:
+        raise ValueError("HQ-SAM decoding needs hq_features")
     # The prompt encoder runs in float32 even under bf16 autocast: its random Fourier features
     # take sin/cos of coordinates times a Gaussian matrix, phases of tens of radians that
     # bf16's 8-bit mantissa would blur by a quarter turn (the predictor also keeps it float32).
@@ -317,11 +337,13 @@ def decode_all_tokens(
                 boxes=prompts.boxes[index] if use_box else None,
                 masks=None if mask_input is None else mask_input[index].float(),
             )
+        hq = {} if hq_features is None else {"hq_features": hq_features[index]}
         logits, iou = sam.mask_decoder.predict_masks(
             image_embeddings=embeddings[index],
             image_pe=image_pe,
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
+            **hq,
         )
         parts.append((index, logits, iou))
     if len(parts) == 1:
@@ -341,12 +363,14 @@ def simulate(
     *,
     generator: torch.Generator,
     rng: np.random.Generator,
+    early_features: torch.Tensor | None = None,
 ) -> list[RoundOutput]:
     """Run all prompt rounds for the M instances of a batch; gradients flow through every
     trained round's decoder run into ``image_embeddings`` (fed-back masks are detached).
 
     Arguments:
         image_embeddings: BxCxhxw, one per image of the batch.
+        early_features: HQ-SAM only (required then): Bxh'xw'xD, the images' early features.
         image_index: M long, the image of each instance.
         gt: MxSxS bool ground-truth masks at the input resolution (non-empty).
         generator: CPU generator for point and box draws; rng: round schedule and click
@@ -357,6 +381,12 @@ def simulate(
     """
     side = gt.shape[-1]
     embeddings = image_embeddings[image_index]
+    hq_features = None
+    if sam.is_hq:
+        if early_features is None:
+            raise ValueError("HQ-SAM simulation needs the images' early features")
+        # Once per image, shared by every round (and its gradient summed over them).
+        hq_features = sam.hq_features(image_embeddings, early_features)[image_index]
     prompts = first_prompts(gt, cfg, generator)
     not_clicked = torch.ones_like(gt)
     rows = torch.arange(gt.shape[0], device=gt.device)
@@ -377,13 +407,18 @@ def simulate(
             not_clicked[rows[clicked], pix[clicked, 1], pix[clicked, 0]] = False
             prompts = prompts.add(xy, labels)
         with torch.set_grad_enabled(torch.is_grad_enabled() and r in trained):
-            logits, iou_pred = decode_all_tokens(sam, embeddings, prompts, mask_input)
+            logits, iou_pred = decode_all_tokens(sam, embeddings, prompts, mask_input, hq_features)
+        n_tokens = iou_pred.shape[1]
+        hq_logits = logits[:, n_tokens:] if sam.is_hq else None
+        logits = logits[:, :n_tokens]
         with torch.no_grad():
             # The annotator sees the multimask output with the best predicted IoU after the
             # first prompt, as the predictor shows it; later rounds show the single mask.
             first = kind == "first"
             shown = 1 + iou_pred[:, 1:].argmax(dim=1) if first else torch.zeros_like(rows)
             chosen = logits[rows, shown].detach().float()[:, None]
+            if hq_logits is not None:
+                chosen = chosen + hq_logits.detach().float()
             mask_input = chosen
             shown_mask = (
                 F.interpolate(chosen, (side, side), mode="bilinear", align_corners=False)[:, 0]
@@ -391,7 +426,12 @@ def simulate(
             )
         outputs.append(
             RoundOutput(
-                logits=logits, iou_pred=iou_pred, kind=kind, shown=shown, trained=r in trained
+                logits=logits,
+                iou_pred=iou_pred,
+                kind=kind,
+                shown=shown,
+                trained=r in trained,
+                hq_logits=hq_logits,
             )
         )
     return outputs

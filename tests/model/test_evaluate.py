@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import cv2
@@ -283,3 +284,144 @@ def test_a_checkpoint_spec_builds_its_configuration(tmp_path: Path) -> None:
     assert isinstance(make_predictor(f"checkpoint:vit_tiny_test={official}"), SamPredictor)
     with pytest.raises(ValueError, match="names no configuration"):
         make_predictor(f"checkpoint:{official}")
+
+
+# --------------------------------------------------------------------------- boundary IoU
+
+
+def _band_by_definition(mask: np.ndarray, d: int) -> np.ndarray:
+    """Mask pixels with a pixel outside the mask (or outside the image) within chessboard
+    distance d: the boundary band of Boundary IoU, pixel by pixel."""
+    h, w = mask.shape
+    band = np.zeros_like(mask)
+    for y, x in zip(*np.nonzero(mask), strict=True):
+        y0, y1, x0, x1 = y - d, y + d + 1, x - d, x + d + 1
+        if y0 < 0 or x0 < 0 or y1 > h or x1 > w or not mask[y0:y1, x0:x1].all():
+            band[y, x] = True
+    return band
+
+
+def _shapes(h: int, w: int) -> dict[str, np.ndarray]:
+    square = np.zeros((h, w), bool)
+    square[10:30, 12:35] = True
+    ell = square.copy()
+    ell[10:20, 12:25] = False
+    ring = _disc(h, w, w // 2, h // 2, 15) & ~_disc(h, w, w // 2, h // 2, 6)
+    at_border = _disc(h, w, 3, h - 5, 12)  # cut by the left and bottom edges
+    thin = np.zeros((h, w), bool)
+    thin[5:45, 40] = True
+    return {"square": square, "L": ell, "ring": ring, "at border": at_border, "thin": thin}
+
+
+@pytest.mark.parametrize(("ratio", "d"), [(0.02, 2), (0.05, 4), (0.001, 1)])
+def test_boundary_band_matches_its_definition(ratio: float, d: int) -> None:
+    h, w = 50, 60  # diagonal 78.1 px: 2% -> 2 px, 5% -> 4 px, 0.1% -> at least 1 px
+    assert max(1, round(ratio * float(np.hypot(h, w)))) == d
+    for name, mask in _shapes(h, w).items():
+        expected = _band_by_definition(mask, d)
+        np.testing.assert_array_equal(ev.mask_boundary(mask, ratio), expected, err_msg=name)
+
+
+def test_boundary_iou_by_hand() -> None:
+    """100x100 image: d = round(0.02 * 141.4) = 3. A 10x10 square's band is 100 - 4x4 = 84
+    pixels. Shifted right by one pixel: the squares overlap in 10x9 = 90 pixels, of which the
+    two 4x4 interiors (together rows 23-26, columns 23-27: 20 pixels) are in neither band, so
+    the bands share 70 and cover 84 + 84 - 70 = 98: Boundary IoU 70 / 98 = 5 / 7, where mask
+    IoU is 90 / 110."""
+    gt = np.zeros((100, 100), bool)
+    gt[20:30, 20:30] = True
+    pred = np.zeros_like(gt)
+    pred[20:30, 21:31] = True
+    assert ev.mask_boundary(gt).sum() == 84
+    assert ev.boundary_iou(gt, pred) == pytest.approx(5 / 7)
+    assert ev.iou(gt, pred) == pytest.approx(90 / 110)
+    assert ev.boundary_iou(gt, gt) == 1.0
+    assert ev.boundary_iou(gt, np.zeros_like(gt)) == 0.0
+    assert ev.boundary_iou(np.zeros_like(gt), np.zeros_like(gt)) == 1.0
+
+
+def test_boundary_iou_sees_edge_errors_that_mask_iou_hides() -> None:
+    gt = _disc(300, 300, 150, 150, 100)
+    rng = np.random.default_rng(0)
+    ragged = gt ^ (ev.mask_boundary(gt, 0.005) & (rng.random(gt.shape) < 0.5))
+    assert ev.iou(gt, ragged) > 0.95
+    assert ev.boundary_iou(gt, ragged) < 0.8
+
+
+def test_boundary_iou_is_recorded_after_each_click() -> None:
+    gt = _disc(64, 80, 30, 40, 12)
+    predictor = FixedPredictor(_disc(64, 80, 31, 40, 12))
+    predictor.set_image(np.zeros((64, 80, 3), np.uint8))
+    run = ev.run_instance(predictor, gt, max_clicks=3)
+    assert len(run.bious) == len(run.ious) == 3
+    assert run.bious[0] == pytest.approx(ev.boundary_iou(gt, predictor.answer))
+    result = ev.InstanceResult("toy", 1, 1, run.ious, [], 1.0, bious=run.bious)
+    metrics = ev.summarize([result], max_clicks=3)
+    assert metrics.mbiou[1] == pytest.approx(run.bious[0])
+    assert math.isnan(metrics.mbiou[5])  # beyond max_clicks
+    assert metrics.per_image["toy/1"]["mbiou@1"] == pytest.approx(run.bious[0])
+    # Results recorded without boundary IoU give NaN, not a false 0.
+    old = ev.summarize([ev.InstanceResult("toy", 1, 1, run.ious, [], 1.0)], max_clicks=3)
+    assert math.isnan(old.mbiou[1])
+
+
+# --------------------------------------------------------------------------- box prompts
+
+
+class RedOracle:
+    """Segments the red pixels; records the boxes it is given."""
+
+    def __init__(self) -> None:
+        self.boxes: list[np.ndarray] = []
+        self.multimask: list[bool] = []
+
+    def set_image(self, image: np.ndarray) -> None:
+        self.red = (image[..., 0] > 150) & (image[..., 1] < 100)
+
+    def predict(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+    ) -> Prediction:
+        assert point_coords is None and box is not None
+        self.boxes.append(box)
+        self.multimask.append(multimask_output)
+        return Prediction(self.red[None], np.ones(1, np.float32), None)
+
+
+def test_box_prompt_is_the_tight_ground_truth_box() -> None:
+    gt = np.zeros((40, 50), bool)
+    gt[5:12, 7:30] = True
+    assert ev.mask_box(gt).tolist() == [7.0, 5.0, 29.0, 11.0]  # type: ignore[union-attr]
+    assert ev.mask_box(np.zeros_like(gt)) is None
+
+
+def test_box_mode_on_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_toy_set(tmp_path)
+    oracle = RedOracle()
+    monkeypatch.setitem(ev.PREDICTORS, "red", lambda _arg: oracle)
+    out = tmp_path / "box.json"
+    argv = ["--predictor", "red", "--sets", "toy", "--data", str(tmp_path), "--prompt", "box"]
+    assert ev.main([*argv, "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "mBIoU" in table and "NoC" not in table
+    gt = _disc(64, 80, 40, 32, 14)  # the validation image's disc
+    assert [b.tolist() for b in oracle.boxes] == [ev.mask_box(gt).tolist()]  # type: ignore[union-attr]
+    assert oracle.multimask == [False]
+    payload = json.loads(out.read_text())
+    assert payload["prompt"] == "box"
+    metrics = payload["metrics"]["toy"]
+    assert metrics["miou"]["1"] == 1.0 and metrics["mbiou"]["1"] == 1.0
+    assert metrics["noc"]["90"] is None or math.isnan(metrics["noc"]["90"])
+    assert payload["instances"][0]["clicks"] == []
+
+
+def test_hq_only_needs_an_hq_checkpoint(tmp_path: Path) -> None:
+    _write_toy_set(tmp_path)
+    with pytest.raises(SystemExit, match="HQ-SAM"):
+        ev.main(["--sets", "toy", "--data", str(tmp_path), "--hq-only"])

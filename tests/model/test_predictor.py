@@ -30,7 +30,11 @@ def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def models() -> tuple[torch.nn.Module, Sam]:
-    meta = ref.randomize_(ref.build_meta_sam(TINY), seed=11)
+    # Meta's default init draws from the global RNG: fix it, so that the weights (and the
+    # float32 rounding the comparisons meet) do not depend on which tests ran before.
+    with torch.random.fork_rng():
+        torch.manual_seed(11)
+        meta = ref.randomize_(ref.build_meta_sam(TINY), seed=11)
     ours = build_sam("vit_tiny_test")
     load_checkpoint(ours, meta.state_dict())
     return meta, ours
@@ -123,7 +127,7 @@ def test_predict_matches_metas_predictor(
     ours = predictor.predict(**kwargs)
     logits, iou, low_res = meta_predictor.predict(**kwargs, return_logits=True)
     ref.assert_close_scaled(ours.low_res_logits, low_res, what="low-res logits")
-    ref.assert_close_scaled(ours.iou_predictions, iou, what="iou")
+    ref.assert_iou_close(ours.iou_predictions, iou)
     confident = np.abs(logits) > 1e-4 * np.abs(logits).max()
     assert np.array_equal(ours.masks[confident], logits[confident] > 0)
 
