@@ -13,6 +13,7 @@ urlpatterns = [
         name="annotate-image",
     ),
     path("projects/<int:project_id>/review/", views.review_page, name="review-page"),
+    path("projects/<int:project_id>/dashboard/", views.dashboard_page, name="dashboard-page"),
     path(
         "login/",
         auth_views.LoginView.as_view(template_name="frontend/login.html"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -55,7 +56,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_platform(data_dir: Path, extra_env: dict[str, str] | None = None) -> Iterator[Served]:
+def serve_platform(
+    data_dir: Path, extra_env: dict[str, str] | None = None, *, worker: bool = True
+) -> Iterator[Served]:
+    """Without a worker, jobs stay queued: a page can show them without a model training."""
     env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
     env.update({"MASKLOOP_DATA_DIR": str(data_dir), **(extra_env or {})})
     python = sys.executable
@@ -72,11 +76,13 @@ def serve_platform(data_dir: Path, extra_env: dict[str, str] | None = None) -> I
     log = data_dir / "serve.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [python, "manage.py", "serve", "--port", str(port)],
+            [python, "manage.py", "serve", "--port", str(port)]
+            + ([] if worker else ["--no-worker"]),
             cwd=ROOT,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: see the end
         )
     served = Served(f"http://127.0.0.1:{port}", process, data_dir, log)
     try:
@@ -92,7 +98,14 @@ def serve_platform(data_dir: Path, extra_env: dict[str, str] | None = None) -> I
         yield served
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            # A server that does not stop must still not outlive the tests on this machine:
+            # it goes with its daphne and worker, and the test says it did not stop.
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+            raise
 
 
 def token(served: Served, username: str = "admin", password: str = "maskloop-demo") -> str:

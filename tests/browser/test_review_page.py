@@ -186,7 +186,7 @@ def test_a_reviewer_accepts_rejects_skips_and_fixes_automatic_masks(
     assert page.inner_text("#pending") == f"{MASKS} to review"
     assert page.inner_text("#image-name") == "coins.png"
     assert page.inner_text("#mask-version") == f"v{version}"
-    assert re.fullmatch(r"0\.9\d\d", page.inner_text("#mask-iou"))
+    assert re.fullmatch(r"0\.[89]\d\d", page.inner_text("#mask-iou"))  # 0.97 down to 0.87
     assert page.inner_text("#mask-id") == f"#{first}"
     assert page.locator(f"#version option[value]:has-text('v{version}')").count() == 1
 

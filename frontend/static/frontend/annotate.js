@@ -20,6 +20,7 @@ import { Viewport } from "./annotate/viewport.js";
 const LEASE_RENEW_MS = 2 * 60 * 1000; // the server's lease lasts 10 minutes
 const DEFAULT_RGB = [56, 189, 248];
 const NEEDS_WORK = ["new", "in_progress"];
+const MAY_DELETE = ["admin", "annotator"]; // roles that may delete any mask of the project
 
 const $ = (id) => document.getElementById(id);
 const fmt = (n) => Math.round(n).toLocaleString("en-US");
@@ -65,6 +66,7 @@ class Annotator {
       image: this.image,
       apiBase: this.api,
       username: config.user.username,
+      mayDelete: MAY_DELETE.includes(config.user.role),
       categories: config.categories,
       editingId: () => (this.draft.editing ? this.draft.editing.id : null),
       onEdit: (entry) => this.editMask(entry),
@@ -860,7 +862,12 @@ class Annotator {
         area: this.draft.area,
         edited: Boolean(this.draft.edited),
         clicks: this.clicks,
-        saved: this.saved.entries.map((m) => ({ id: m.id, area: m.area, own: m.own })),
+        saved: this.saved.entries.map((m) => ({
+          id: m.id,
+          area: m.area,
+          own: m.own,
+          prefilled: m.prefilled,
+        })),
         scale: this.viewport.scale,
       }),
     };

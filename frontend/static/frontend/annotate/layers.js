@@ -124,6 +124,16 @@ const LOOK = {
   dim: [35, 110],
 };
 
+// Masks the model pre-filled (the semi-automatic stage) are told apart from people's: a lighter
+// fill crossed by thin diagonal hatching, and a dashed outline (the mask's colour alternating
+// with white, so that it reads on dark and light photos alike).
+const PREFILLED_LOOK = {
+  // [fill alpha, hatch alpha, outline alpha]
+  normal: [34, 120, 240],
+  selected: [90, 190, 255],
+  dim: [14, 50, 110],
+};
+
 /**
  * The saved masks of the image, all in one canvas. Each mask's runs are stamped into a label
  * buffer (later masks on top, the selected one last), then one pass colours every pixel by
@@ -133,9 +143,17 @@ export class SavedLayer extends Layer {
   constructor(width, height) {
     super(width, height);
     this.labels = new Uint16Array(width * height);
+    // Dashes and hatching in image pixels, so that they stay visible once a large image is
+    // shown smaller than its size.
+    this.dash = Math.max(3, Math.round(Math.max(width, height) / 160));
+    this.hatch = 3 * this.dash;
+    this.hatchWidth = Math.max(1, Math.round(this.dash / 3));
   }
 
-  /** entries: [{runs: column-major COCO runs, rgb: [r, g, b], look: "normal"|"selected"|"dim"}] */
+  /**
+   * entries: [{runs: column-major COCO runs, rgb: [r, g, b], look: "normal"|"selected"|"dim",
+   *   prefilled: true for the model's pre-filled masks}]
+   */
   render(entries) {
     const { width, height, labels } = this;
     labels.fill(0);
@@ -161,6 +179,10 @@ export class SavedLayer extends Layer {
       }
     });
     const looks = entries.map((entry) => LOOK[entry.look] || LOOK.normal);
+    const prefilled = entries.map((entry) =>
+      entry.prefilled ? PREFILLED_LOOK[entry.look] || PREFILLED_LOOK.normal : null,
+    );
+    const { dash, hatch, hatchWidth } = this;
     const data = this.image.data;
     for (let y = 0; y < height; y += 1) {
       for (let x = 0; x < width; x += 1) {
@@ -172,7 +194,6 @@ export class SavedLayer extends Layer {
           continue;
         }
         const [r, g, b] = entries[label - 1].rgb;
-        const [fill, outline] = looks[label - 1];
         const edge =
           x === 0 ||
           y === 0 ||
@@ -185,7 +206,25 @@ export class SavedLayer extends Layer {
         data[o] = r;
         data[o + 1] = g;
         data[o + 2] = b;
-        data[o + 3] = edge ? outline : fill;
+        const model = prefilled[label - 1];
+        if (!model) {
+          const [fill, outline] = looks[label - 1];
+          data[o + 3] = edge ? outline : fill;
+          continue;
+        }
+        const [fill, hatched, outline] = model;
+        if (edge) {
+          // Dashes along edges of any direction: the y term is offset by half a dash, so that
+          // a diagonal edge crosses the x and y boundaries at different places.
+          if ((Math.floor(x / dash) + Math.floor((y + dash / 2) / dash)) & 1) {
+            data[o] = 255;
+            data[o + 1] = 255;
+            data[o + 2] = 255;
+          }
+          data[o + 3] = outline;
+        } else {
+          data[o + 3] = (x + y) % hatch < hatchWidth ? hatched : fill;
+        }
       }
     }
     this.ctx.putImageData(this.image, 0, 0);

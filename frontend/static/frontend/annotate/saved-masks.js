@@ -1,5 +1,7 @@
 // The image's saved masks: the side list (select, hide, edit, delete) and the overlay that
-// shows them, own and other annotators' alike, one colour per mask.
+// shows them, own and other annotators' alike, one colour per mask. Masks the model pre-filled
+// before anyone opened the image (the semi-automatic stage) are drawn apart, tagged in the
+// list, and may be deleted by whoever may delete masks; a hint says how many there are.
 
 import { api, listAll } from "./api.js";
 import { maskColor, rgbCss, SavedLayer } from "./layers.js";
@@ -12,6 +14,7 @@ export class SavedMasks {
   /**
    * @param {object} options
    *   image {id, width, height}; apiBase "/api/projects/<id>/"; username; categories;
+   *   mayDelete (the role may delete any mask of the project: the pre-filled ones too);
    *   editingId() -> id of the mask being edited (drawn by the editor, not here) or null;
    *   onEdit(entry), onDeleted(entry), say(text, kind), invalidate()
    */
@@ -47,6 +50,8 @@ export class SavedMasks {
       seconds: mask.seconds_spent || 0,
       clicks: mask.clicks || 0,
       own: mask.created_by === this.options.username,
+      prefilled: isPrefilled(mask),
+      predictedIou: mask.predicted_iou,
       hidden: false,
       rgb: maskColor(mask.id),
     };
@@ -83,6 +88,7 @@ export class SavedMasks {
         runs: m.runs,
         rgb: m.rgb,
         look: selected === null ? "normal" : m.id === selected ? "selected" : "dim",
+        prefilled: m.prefilled,
       })),
     );
     this.renderList();
@@ -93,6 +99,10 @@ export class SavedMasks {
     $("mask-list").replaceChildren(...this.entries.map((m) => this.item(m)));
     $("mask-count").textContent = String(this.entries.length);
     $("mask-empty").hidden = this.entries.length > 0;
+    const prefilled = this.entries.filter((m) => m.prefilled).length;
+    const hint = $("prefill-hint");
+    hint.hidden = prefilled === 0;
+    $("prefill-count").textContent = `${prefilled} ${prefilled === 1 ? "mask" : "masks"}`;
     const toggle = $("toggle-masks");
     toggle.textContent = this.allHidden ? "Show all" : "Hide all";
     toggle.setAttribute("aria-pressed", String(this.allHidden));
@@ -104,14 +114,35 @@ export class SavedMasks {
     item.dataset.maskId = m.id;
     item.classList.toggle("selected", m.id === this.selected);
     item.classList.toggle("hidden", m.hidden);
+    item.classList.toggle("prefilled", m.prefilled);
     const category = this.categories.get(m.category);
     const who = m.own ? "you" : m.createdBy || "model";
-    const select = button("mask-select", `Select mask ${m.id}`, null);
+    const score =
+      m.prefilled && typeof m.predictedIou === "number"
+        ? ` · IoU ${m.predictedIou.toFixed(2)}`
+        : "";
+    const label = m.prefilled
+      ? `Select mask ${m.id} (pre-filled by the model)`
+      : `Select mask ${m.id}`;
+    const select = button("mask-select", label, null);
     select.setAttribute("aria-pressed", String(m.id === this.selected));
+    const name = element(
+      "span",
+      "mask-name",
+      category ? category.name : "No category",
+      {},
+      `#${m.id} `,
+    );
+    if (m.prefilled) name.append(element("span", "tag prefilled-tag", "pre-filled"));
     select.append(
-      element("span", "swatch", "", { background: rgbCss(m.rgb) }),
-      element("span", "mask-name", category ? category.name : "No category", {}, `#${m.id} `),
-      element("span", "mask-meta", `${who} · ${fmt(m.area)} px`),
+      m.prefilled
+        ? element("span", "swatch prefilled", "", {
+            background: rgbCss(m.rgb, 0.3),
+            borderColor: rgbCss(m.rgb),
+          })
+        : element("span", "swatch", "", { background: rgbCss(m.rgb) }),
+      name,
+      element("span", "mask-meta", `${who} · ${fmt(m.area)} px${score}`),
     );
     select.addEventListener("click", () => this.select(this.selected === m.id ? null : m.id));
     const hide = button(
@@ -125,19 +156,26 @@ export class SavedMasks {
       this.render();
     });
     item.append(select, hide);
-    // The list offers changes only on one's own masks (the API lets admins do more).
+    // The list offers changes only on one's own masks (the API lets admins do more), and
+    // deletion of the model's pre-filled ones: wrong ones go, right ones stay as they are.
     if (m.own) {
       const edit = button("icon-button small", `Edit mask ${m.id}`, "edit");
       edit.addEventListener("click", () => this.options.onEdit(m));
-      const remove = button("icon-button small danger", `Delete mask ${m.id}`, "trash");
-      if (this.deleteArmed === m.id) {
-        remove.classList.add("armed");
-        remove.title = "Click again to delete";
-      }
-      remove.addEventListener("click", () => this.remove(m));
-      item.append(edit, remove);
+      item.append(edit, this.deleteButton(m));
+    } else if (m.prefilled && this.options.mayDelete) {
+      item.append(this.deleteButton(m));
     }
     return item;
+  }
+
+  deleteButton(m) {
+    const remove = button("icon-button small danger", `Delete mask ${m.id}`, "trash");
+    if (this.deleteArmed === m.id) {
+      remove.classList.add("armed");
+      remove.title = "Click again to delete";
+    }
+    remove.addEventListener("click", () => this.remove(m));
+    return remove;
   }
 
   async remove(entry) {
@@ -167,6 +205,13 @@ export class SavedMasks {
     }
     this.render();
   }
+}
+
+/** Pre-filled by the model before anyone opened the image (engine/stages/semi.py): a mask of
+ * the semi-automatic stage that no person made. People's masks on a project in that stage
+ * carry the same stage, and their author. */
+export function isPrefilled(mask) {
+  return mask.source_stage === "semi" && !mask.created_by;
 }
 
 /** A button that does not keep focus after a mouse click (Enter must still save). */
