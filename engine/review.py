@@ -12,7 +12,6 @@ from __future__ import annotations
 import random
 from typing import Any
 
-import numpy as np
 from django.db.models import QuerySet
 
 from annotator.models import Mask, MaskSource, Project
@@ -68,11 +67,6 @@ def pending_count(
     return _to_review(project, version_id, source).count()
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = int(np.count_nonzero(a | b))
-    return int(np.count_nonzero(a & b)) / union if union else 1.0
-
-
 def quality(project: Project, *, source: str = MaskSource.AUTOMATIC) -> list[dict[str, Any]]:
     """Per model version: masks made, reviewed, accepted / fixed / rejected, and the shares of
     kept reviewed masks whose IoU before vs after correction is above 0.90 and 0.75."""
@@ -100,7 +94,7 @@ def quality(project: Project, *, source: str = MaskSource.AUTOMATIC) -> list[dic
                 continue
             now = rle.to_mask(rle.Rle(height, width, counts_now))
             before = rle.to_mask(rle.Rle(height, width, counts_before))
-            ious.append(_iou(before, now))
+            ious.append(rle.mask_iou(before, now))
         kept = len(ious)
         out.append(
             {

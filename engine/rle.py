@@ -130,3 +130,9 @@ def to_mask(rle: Rle) -> np.ndarray:
 
 def _coco(rle: Rle) -> dict[str, object]:
     return {"size": [rle.height, rle.width], "counts": rle.counts.encode("ascii")}
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two HxW bool masks (two empty masks agree: 1)."""
+    union = int(np.count_nonzero(a | b))
+    return int(np.count_nonzero(a & b)) / union if union else 1.0

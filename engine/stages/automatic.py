@@ -20,7 +20,6 @@ import logging
 import time
 from typing import Any
 
-import numpy as np
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Sum
@@ -319,7 +318,7 @@ def label_image(
         automatic.filter(review_state=Mask.ReviewState.PENDING).delete()
         rows = []
         for g in generated:
-            if any(_iou(g.mask, kept) > DUPLICATE_IOU for kept in reviewed):
+            if any(rle.mask_iou(g.mask, kept) > DUPLICATE_IOU for kept in reviewed):
                 continue
             encoded = rle.from_mask(g.mask)
             rows.append(
@@ -352,11 +351,6 @@ def label_image(
         if rows and image.state == Image.State.NEW and source == MaskSource.AUTOMATIC:
             Image.objects.filter(pk=image.pk).update(state=Image.State.ANNOTATED)
     return len(rows)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = int(np.count_nonzero(a | b))
-    return int(np.count_nonzero(a & b)) / union if union else 1.0
 
 
 def _report_progress(job_id: int) -> None:
