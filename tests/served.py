@@ -29,6 +29,22 @@ class Served:
     data_dir: Path
     log: Path
 
+    def shell(self, script: str) -> dict[str, Any]:
+        """Run a Python script in ``manage.py shell`` against this platform's data and return
+        the JSON object its last printed line holds (how browser tests set up their world)."""
+        env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
+        env["MASKLOOP_DATA_DIR"] = str(self.data_dir)
+        done = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", script],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
     def request(
         self, path: str, *, token: str | None = None, data: dict[str, Any] | None = None
     ) -> Any:

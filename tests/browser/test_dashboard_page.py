@@ -8,11 +8,7 @@ empty page."""
 
 from __future__ import annotations
 
-import json
-import os
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import closing
 from typing import Any
@@ -20,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import screenshot
-from tests.served import ROOT, SERVICE_VARIABLES, Served, serve_platform
+from tests.served import Served, serve_platform
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -117,18 +113,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 @pytest.fixture(scope="module")
 def world(served: Served) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
-    env["MASKLOOP_DATA_DIR"] = str(served.data_dir)
-    done = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", SETUP],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return served.shell(SETUP)
 
 
 @pytest.fixture

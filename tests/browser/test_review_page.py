@@ -6,11 +6,8 @@ Mask rows are read straight from the SQLite file."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import closing
 from typing import Any
@@ -20,7 +17,7 @@ import pytest
 
 from engine import rle
 from tests.browser.conftest import screenshot
-from tests.served import ROOT, SERVICE_VARIABLES, Served
+from tests.served import Served
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -69,18 +66,7 @@ print(json.dumps({"version": version.number, "masks": ids, "image": image.pk}))
 
 @pytest.fixture(scope="module")
 def review_world(served: Served) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
-    env["MASKLOOP_DATA_DIR"] = str(served.data_dir)
-    done = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", SETUP % {"count": MASKS}],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return served.shell(SETUP % {"count": MASKS})
 
 
 @pytest.fixture

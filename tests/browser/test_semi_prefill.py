@@ -5,12 +5,8 @@ gone from the database; a reviewer sees them but may not delete them."""
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -19,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import screenshot
-from tests.served import ROOT, SERVICE_VARIABLES, Served, serve_platform
+from tests.served import Served, serve_platform
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -90,18 +86,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 @pytest.fixture(scope="module")
 def world(served: Served) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
-    env["MASKLOOP_DATA_DIR"] = str(served.data_dir)
-    done = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", SETUP % {"count": PREFILLED}],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return served.shell(SETUP % {"count": PREFILLED})
 
 
 @pytest.fixture
