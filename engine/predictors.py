@@ -44,7 +44,12 @@ def load_model(version: ModelVersion) -> Any:
     """The version's Sam, loaded once per process (a few are kept, least recently used out)."""
     from model.build import build_sam
 
-    key = (version.pk, f"{version.checkpoint.name}:{version.checkpoint_sha256}")
+    # Everything that tells two versions apart, even one whose primary key SQLite reused.
+    identity = (
+        f"{version.created_at}:{version.config.get('name')}:{version.checkpoint.name}:"
+        f"{version.checkpoint_sha256}"
+    )
+    key = (version.pk, identity)
     with _lock:
         if key in _models:
             _models.move_to_end(key)

@@ -110,15 +110,22 @@ class MaskDecoder(nn.Module):
         image_pe: torch.Tensor,
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
+        output_tokens: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The two-way transformer over (output tokens + prompt tokens, image).
+
+        ``output_tokens`` (TxC) replaces ``self.output_tokens()``: HQ-SAM's decoder runs
+        without its HQ token to give the base model's answer.
 
         Returns the tokens after the transformer, Bx(T+N)xC, and the image side upscaled
         4x, Bx(C/8)x(4h)x(4w): what the hypernetwork kernels are applied to.
         """
         batch = sparse_prompt_embeddings.shape[0]
-        output_tokens = self.output_tokens().unsqueeze(0).expand(batch, -1, -1)
-        tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
+        if output_tokens is None:
+            output_tokens = self.output_tokens()
+        tokens = torch.cat(
+            (output_tokens.unsqueeze(0).expand(batch, -1, -1), sparse_prompt_embeddings), dim=1
+        )
 
         src = self._per_prompt(image_embeddings, batch) + dense_prompt_embeddings
         pos_src = self._per_prompt(image_pe, batch)

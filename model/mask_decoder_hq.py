@@ -142,6 +142,7 @@ class MaskDecoderHQ(MaskDecoder):
         early_features: torch.Tensor | None = None,
         hq_features: torch.Tensor | None = None,
         hq_only: bool = False,
+        sam_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Predict one mask per prompt (the official HQ-SAM outputs).
 
@@ -153,11 +154,28 @@ class MaskDecoderHQ(MaskDecoder):
           early_features: 1xh'xw'xD or Bxh'xw'xD channels-last; or give
           hq_features: ``hq_features(...)`` computed beforehand (a predictor caches it).
           hq_only: return the HQ mask alone instead of SAM's mask + the HQ mask.
+          sam_only: the base model's answer: the transformer run without the HQ token and
+            SAM's outputs as the plain ``MaskDecoder`` gives them (three masks with multimask
+            output). ``hq`` training leaves it untouched, so it equals the version the HQ
+            parts were trained on. Not in the official code; it is the page's "HQ off".
 
         Returns:
-          masks: Bx1x(4h)x(4w) logits.
+          masks: Bx1x(4h)x(4w) logits (BxKx(4h)x(4w) with ``sam_only``).
           iou_pred: Bx1, the predicted IoU of the SAM part (the HQ token has no IoU head).
         """
+        if hq_only and sam_only:
+            raise ValueError("hq_only and sam_only exclude each other")
+        if sam_only:
+            hs, upscaled = self.run_transformer(
+                image_embeddings,
+                image_pe,
+                sparse_prompt_embeddings,
+                dense_prompt_embeddings,
+                output_tokens=MaskDecoder.output_tokens(self),
+            )
+            masks, iou_pred = self.sam_masks(hs, upscaled)
+            picked = slice(1, self.num_mask_tokens) if multimask_output else slice(0, 1)
+            return masks[:, picked], iou_pred[:, picked]
         if hq_features is None:
             if early_features is None:
                 raise ValueError("HQ-SAM's decoder needs early_features or hq_features")

@@ -260,6 +260,7 @@ class SamPredictor:
         mask_input: np.ndarray | None = None,
         multimask_output: bool = True,
         hq_only: bool | None = None,
+        sam_only: bool = False,
     ) -> Prediction:
         """Masks for one prompt, at the original image size.
 
@@ -270,6 +271,8 @@ class SamPredictor:
           multimask_output: three masks (for an ambiguous prompt such as one click) or one.
             HQ-SAM: one mask either way, built on the best of three or on the single mask.
           hq_only: HQ-SAM only: the HQ mask alone; None = the predictor's default.
+          sam_only: HQ-SAM only: the base model's answer without the HQ token (three masks
+            with multimask output, as a plain SAM): the page's "HQ off".
 
         Returns a ``Prediction``: masks CxHxW bool, iou_predictions C, low_res_logits
         Cx256x256, with C = 3 or 1 (always 1 for HQ-SAM).
@@ -284,9 +287,9 @@ class SamPredictor:
         if mask_input is not None:
             mask = np.asarray(mask_input, dtype=np.float32)
             masks = mask.reshape(1, 1, *mask.shape[-2:])
-        return self.predict_batch(coords, labels, boxes, masks, multimask_output, hq_only=hq_only)[
-            0
-        ]
+        return self.predict_batch(
+            coords, labels, boxes, masks, multimask_output, hq_only=hq_only, sam_only=sam_only
+        )[0]
 
     def predict_batch(
         self,
@@ -296,6 +299,7 @@ class SamPredictor:
         mask_input: np.ndarray | None = None,
         multimask_output: bool = True,
         hq_only: bool | None = None,
+        sam_only: bool = False,
     ) -> list[Prediction]:
         """B prompts at once on the current image, in original-image pixels.
 
@@ -303,7 +307,7 @@ class SamPredictor:
           point_coords: BxNx2 (x, y); point_labels: BxN (1, 0, or -1 to pad a short prompt).
           boxes: Bx4 (x0, y0, x1, y1).
           mask_input: Bx1x256x256 logits.
-          multimask_output, hq_only: as ``predict``.
+          multimask_output, hq_only, sam_only: as ``predict``.
 
         Returns B ``Prediction``s, each as ``predict`` would give for that prompt alone.
         """
@@ -334,6 +338,7 @@ class SamPredictor:
             masks_t,
             multimask_output=multimask_output,
             hq_only=hq_only,
+            sam_only=sam_only,
         )
         masks_np = masks.cpu().numpy()
         iou_np = iou.float().cpu().numpy()
@@ -353,17 +358,18 @@ class SamPredictor:
         multimask_output: bool = True,
         return_logits: bool = False,
         hq_only: bool | None = None,
+        sam_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """B prompts already in the resized input frame (``self.transform``), on the device.
 
         Arguments:
           point_coords: BxNx2; point_labels: BxN; boxes: Bx4; mask_input: Bx1x256x256.
           return_logits: return mask logits instead of thresholded masks.
-          multimask_output, hq_only: as ``predict``.
+          multimask_output, hq_only, sam_only: as ``predict``.
 
         Returns:
           masks: BxKxHxW bool (or float logits) at the original size, K = 3 or 1 (1 for
-            HQ-SAM).
+            HQ-SAM but with ``sam_only``).
           iou_predictions: BxK.
           low_res_logits: BxKx256x256.
         """
@@ -378,6 +384,7 @@ class SamPredictor:
             masks=mask_input,
             multimask_output=multimask_output,
             hq_only=hq_only,
+            sam_only=sam_only,
         )
         masks = self.model.postprocess_masks(low_res, self._input_size, self._original_size)
         if not return_logits:
@@ -392,18 +399,32 @@ class SamPredictor:
         masks: torch.Tensor | None = None,
         multimask_output: bool = True,
         hq_only: bool | None = None,
+        sam_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``Sam.decode`` on the current image (low-res logits, IoU predictions), prompts in
         the resized frame on the device; HQ-SAM's per-image features are made once and kept.
         """
         features = self._require_image()
         hq = self.hq_only if hq_only is None else hq_only
+        if sam_only and hq_only:
+            raise ValueError("hq_only and sam_only exclude each other")
         if not self.model.is_hq:
-            if hq:
-                raise ValueError("hq_only needs an HQ-SAM model (a configuration ending in _hq)")
+            if hq or sam_only:
+                raise ValueError(
+                    "hq_only and sam_only need an HQ-SAM model (a configuration ending in _hq)"
+                )
             # Plain models are called exactly as before (subclasses may not know HQ arguments).
             return self.model.decode(
                 features, points=points, boxes=boxes, masks=masks, multimask_output=multimask_output
+            )
+        if sam_only:
+            return self.model.decode(
+                features,
+                points=points,
+                boxes=boxes,
+                masks=masks,
+                multimask_output=multimask_output,
+                sam_only=True,
             )
         if self._hq_features is None:
             if self._early is None:

@@ -171,6 +171,7 @@ class Sam(nn.Module):
         early_features: torch.Tensor | None = None,
         hq_features: torch.Tensor | None = None,
         hq_only: bool = False,
+        sam_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Masks for B prompts on one image (1xCxhxw) or on B images (BxCxhxw).
 
@@ -182,16 +183,19 @@ class Sam(nn.Module):
           hq_features: HQ-SAM only, instead of early_features: ``hq_features(...)`` of the
             image(s), computed once per image.
           hq_only: HQ-SAM only: the HQ mask alone instead of SAM's mask + the HQ mask.
+          sam_only: HQ-SAM only: the base model's answer, without the HQ token (see
+            ``MaskDecoderHQ.forward``); no early feature needed.
 
         Returns:
-          low_res_logits: BxKx(4h)x(4w), K = 3 with multimask output, else 1; HQ-SAM always
-            gives K = 1 (its SAM part is the best of three by predicted IoU with multimask
-            output, as the official code).
+          low_res_logits: BxKx(4h)x(4w), K = 3 with multimask output, else 1; HQ-SAM gives
+            K = 1 (its SAM part is the best of three by predicted IoU with multimask
+            output, as the official code) unless ``sam_only``.
           iou_predictions: BxK.
         """
-        if not self.is_hq and (early_features is not None or hq_features is not None or hq_only):
+        hq_arguments = early_features is not None or hq_features is not None or hq_only
+        if not self.is_hq and (hq_arguments or sam_only):
             raise ValueError(
-                "early_features, hq_features and hq_only are for HQ-SAM models; "
+                "early_features, hq_features, hq_only and sam_only are for HQ-SAM models; "
                 "this one is a plain SAM"
             )
         sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=masks)
@@ -201,6 +205,7 @@ class Sam(nn.Module):
                 "early_features": early_features,
                 "hq_features": hq_features,
                 "hq_only": hq_only,
+                "sam_only": sam_only,
             }
         return self.mask_decoder(
             image_embeddings=image_embeddings,

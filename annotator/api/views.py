@@ -374,6 +374,7 @@ class ImageViewSet(
                 "embedding": session.embedding_source,
                 "size": [image.height, image.width],
                 **answer.as_dict(),
+                "hq": session.supports_hq,
             }
         )
 

@@ -20,8 +20,10 @@ MAX_MESSAGE_BYTES = 64 * 1024
 
 class AnnotateConsumer(AsyncWebsocketConsumer):
     """Messages in: ``{"type": "predict", "id": 7, "points": [[x, y]], "labels": [1],
-    "box": null, "mask_input": null, "multimask": true}``. Answers: ``ready`` once the
-    image's predictor is set, then ``prediction`` or ``error`` (same ``id``) per message."""
+    "box": null, "mask_input": null, "multimask": true, "hq": true}`` (``hq`` only where
+    ``ready`` said the version has an HQ head; false answers with its base model). Answers:
+    ``ready`` once the image's predictor is set, then ``prediction`` or ``error`` (same
+    ``id``) per message."""
 
     session: assisted.ClickSession | None = None
 
@@ -52,6 +54,7 @@ class AnnotateConsumer(AsyncWebsocketConsumer):
                 "model_version": version.pk if version else None,
                 "model_number": version.number if version else None,
                 "embedding": self.session.embedding_source,
+                "hq": self.session.supports_hq,
                 "ms": round(self.session.open_seconds * 1000, 1),
             }
         )

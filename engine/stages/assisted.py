@@ -31,6 +31,7 @@ class Prompt:
     box: np.ndarray | None  # 4 float, x0 y0 x1 y1
     mask_handle: str | None
     multimask: bool
+    hq: bool | None = None  # HQ-SAM versions: False answers with the base model (no HQ token)
 
 
 @dataclass
@@ -69,6 +70,12 @@ class ClickSession:
     def model_name(self) -> str:
         return predictors.version_key(self.version)
 
+    @property
+    def supports_hq(self) -> bool:
+        """The version has HQ-SAM's head: the page offers its "HQ" toggle."""
+        model = getattr(self.predictor, "model", None)
+        return bool(getattr(model, "is_hq", False))
+
     def predict(self, prompt: Prompt) -> Answer:
         start = time.perf_counter()
         mask_input = None
@@ -76,12 +83,18 @@ class ClickSession:
             mask_input = self._logits.get(prompt.mask_handle)
             if mask_input is None:
                 raise InvalidInput(f"unknown or expired mask handle {prompt.mask_handle!r}")
+        options: dict[str, Any] = {}
+        if prompt.hq is not None:
+            if not self.supports_hq:
+                raise InvalidInput("this model version has no HQ head: leave out hq")
+            options["sam_only"] = not prompt.hq
         prediction = self.predictor.predict(
             point_coords=prompt.points if len(prompt.points) else None,
             point_labels=prompt.labels if len(prompt.labels) else None,
             box=prompt.box,
             mask_input=mask_input,
             multimask_output=prompt.multimask,
+            **options,
         )
         order = _best_first(prediction.iou_predictions)
         candidates = []
@@ -164,4 +177,7 @@ def parse_prompt(message: dict[str, Any], image: Image) -> Prompt:
     handle = message.get("mask_input")
     if handle is not None and not isinstance(handle, str):
         raise InvalidInput("mask_input must be a handle string from a previous answer")
-    return Prompt(points, labels, box, handle, bool(message.get("multimask", True)))
+    hq = message.get("hq")
+    if hq is not None and not isinstance(hq, bool):
+        raise InvalidInput("hq must be true or false")
+    return Prompt(points, labels, box, handle, bool(message.get("multimask", True)), hq)

@@ -30,8 +30,8 @@ class World:
 
 
 @functools.cache
-def tiny_checkpoint() -> bytes:
-    """A real (random-weight) checkpoint of the tiny test configuration."""
+def tiny_checkpoint(name: str = "vit_tiny_test") -> bytes:
+    """A real (random-weight) checkpoint of the tiny test configuration (or its _hq twin)."""
     import tempfile
 
     import torch
@@ -42,7 +42,7 @@ def tiny_checkpoint() -> bytes:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "tiny.pth"
-        save_checkpoint(path, build_sam("vit_tiny_test"), {"name": "vit_tiny_test"}, half=True)
+        save_checkpoint(path, build_sam(name), {"name": name}, half=True)
         return path.read_bytes()
 
 

@@ -51,12 +51,12 @@ def disc(project_factory: Any) -> tuple[Any, Any, np.ndarray]:
     return project, image, truth
 
 
-def promote_tiny_sam(project: Any, number: int = 0) -> ModelVersion:
+def promote_tiny_sam(project: Any, number: int = 0, name: str = "vit_tiny_test") -> ModelVersion:
     ModelVersion.objects.filter(project=project, state="promoted").update(state="retired")
     version = ModelVersion.objects.create(
-        project=project, number=number, state="promoted", config={"name": "vit_tiny_test"}
+        project=project, number=number, state="promoted", config={"name": name}
     )
-    version.checkpoint.save(f"v{number}.pth", ContentFile(tiny_checkpoint()), save=True)
+    version.checkpoint.save(f"v{number}.pth", ContentFile(tiny_checkpoint(name)), save=True)
     return version
 
 
@@ -123,6 +123,42 @@ class TestRestPredict:
         answer = client.post(self.url(project, image), body, format="json").data
         assert answer["model"] == f"v{new.pk}" and answer["embedding"] == "computed"
         assert embeddings.has_embedding(image, old) and embeddings.has_embedding(image, new)
+
+    def test_an_hq_version_answers_with_and_without_its_hq_head(
+        self, disc: Any, users: Any, client_for: Any, settings: Any
+    ) -> None:
+        project, image, _ = disc
+        version = promote_tiny_sam(project, name="vit_tiny_test_hq")
+        client = client_for(users["annotator"])
+        body = {"points": [[60, 45]], "labels": [1]}
+        hq = client.post(self.url(project, image), body, format="json").data
+        assert hq["hq"] is True and len(hq["masks"]) == 1  # SAM's best + the HQ mask
+        # The stored embedding carries HQ-SAM's early feature: a click costs no encoder work.
+        from model.predictor import ImageEmbedding
+
+        stored = Path(settings.MEDIA_ROOT) / embeddings.embedding_name(image.sha256, version)
+        early = ImageEmbedding.from_bytes(stored.read_bytes()).early
+        assert early is not None and early.dtype.itemsize == 2
+        on = client.post(self.url(project, image), {**body, "hq": True}, format="json").data
+        assert on["embedding"] == "memory" and on["masks"] == hq["masks"]
+        off = client.post(self.url(project, image), {**body, "hq": False}, format="json").data
+        assert len(off["masks"]) == 3  # the base model's three candidates
+        assert hq["masks"][0]["counts"] not in [m["counts"] for m in off["masks"]]
+        bad = client.post(self.url(project, image), {**body, "hq": "yes"}, format="json")
+        assert bad.status_code == 400 and "hq" in bad.data["detail"]
+
+    def test_hq_on_a_plain_version_is_a_clear_400(
+        self, disc: Any, users: Any, client_for: Any
+    ) -> None:
+        project, image, _ = disc
+        promote_tiny_sam(project)
+        client = client_for(users["annotator"])
+        body = {"points": [[60, 45]], "labels": [1]}
+        assert client.post(self.url(project, image), body, format="json").data["hq"] is False
+        for hq in (True, False):
+            response = client.post(self.url(project, image), {**body, "hq": hq}, format="json")
+            assert response.status_code == 400
+            assert "no HQ head" in response.data["detail"]
 
     @pytest.mark.parametrize(
         "body,reason",

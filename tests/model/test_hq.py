@@ -193,6 +193,31 @@ def test_hq_only_is_the_hq_mask_alone(hq_predictor: SamPredictor) -> None:
     np.testing.assert_allclose(again.low_res_logits, alone.low_res_logits, rtol=1e-5, atol=1e-5)
 
 
+def test_hq_off_is_exactly_the_base_model_it_was_trained_on(tmp_path: Path) -> None:
+    """The page's "HQ off" (``sam_only``): an HQ model started from a plain checkpoint answers
+    as that plain model did, three masks and all, whatever its HQ parts hold."""
+    plain = ref.randomize_(build_sam("vit_tiny_test"), seed=11)
+    path = save_checkpoint(tmp_path / "plain.pt", plain, {"name": "vit_tiny_test"})
+    hq = build_sam("vit_tiny_test_hq", path, allow_missing_prefixes=HQ_PREFIXES)
+    ref.randomize_(hq.mask_decoder.hf_mlp, seed=3)  # HQ parts trained: they must not matter
+    base, off = SamPredictor(plain, device="cpu"), SamPredictor(hq, device="cpu")
+    base.set_image(_image())
+    off.set_image(_image())
+    prompt = {"point_coords": np.array([[60.0, 30.0], [3.0, 66.0]]), "point_labels": [1, 0]}
+    for multimask in (True, False):
+        want = base.predict(**prompt, multimask_output=multimask)
+        got = off.predict(**prompt, multimask_output=multimask, sam_only=True)
+        assert got.masks.shape == want.masks.shape == ((3 if multimask else 1), 70, 150)
+        np.testing.assert_allclose(got.low_res_logits, want.low_res_logits, atol=1e-5)
+        np.testing.assert_allclose(got.iou_predictions, want.iou_predictions, atol=1e-6)
+    with_hq = off.predict(**prompt, multimask_output=False)  # SAM's mask + the HQ mask
+    assert not np.allclose(with_hq.low_res_logits, want.low_res_logits, atol=1e-3)
+    with pytest.raises(ValueError, match="exclude each other"):
+        off.predict(**prompt, sam_only=True, hq_only=True)
+    with pytest.raises(ValueError, match="HQ-SAM"):
+        base.predict(**prompt, sam_only=True)
+
+
 PROMPTS = [
     {"point_coords": np.array([[60.0, 30.0], [3.0, 66.0]]), "point_labels": np.array([1, 0])},
     {"box": np.array([20.0, 10.0, 120.0, 55.0]), "multimask_output": False},

@@ -22,6 +22,8 @@ const DEFAULT_RGB = [56, 189, 248];
 const NEEDS_WORK = ["new", "in_progress"];
 const MAY_DELETE = ["admin", "annotator"]; // roles that may delete any mask of the project
 
+const HQ_STORAGE_KEY = "maskloop.hq";
+
 const $ = (id) => document.getElementById(id);
 const fmt = (n) => Math.round(n).toLocaleString("en-US");
 
@@ -37,6 +39,9 @@ class Annotator {
     this.expected = null; // id of the one prediction whose answer is still wanted
     this.waitingForModel = false; // a prompt made before the model was ready
     this.modelVersion = config.model.version;
+    // HQ-SAM versions: their HQ head (true) or the base model's answer; the choice is kept.
+    this.hqAvailable = false;
+    this.hq = window.localStorage.getItem(HQ_STORAGE_KEY) !== "off";
     this.session = uuid4(); // groups the prompt logs of one mask
     this.startedAt = null; // first prompt of this mask (performance.now())
     this.clicks = 0; // points and boxes made for this mask, undone ones included
@@ -121,11 +126,34 @@ class Annotator {
       memory: "embedding cached",
       image: `ready in ${ms} ms`,
     }[message.embedding] || `ready in ${ms} ms`;
-    this.setModelState("ready", `${name} · ${how}`);
+    this.hqAvailable = Boolean(message.hq);
+    $("hq-group").hidden = !this.hqAvailable;
+    $("hq-key").hidden = !this.hqAvailable;
+    this.showHq();
+    this.setModelState("ready", `${name}${this.hqAvailable ? " (HQ-SAM)" : ""} · ${how}`);
     if (message.embedding === "computed") this.say(`Model ready (embedding computed in ${ms} ms).`);
     // Handles from before a reconnect are unknown to the new server session; a prompt made
     // while connecting is sent now.
     if (this.waitingForModel || this.draft.stale) this.predict();
+  }
+
+  /** HQ head on or off (Q): the current prompt is asked again, from its points alone. */
+  toggleHq() {
+    if (!this.hqAvailable) return;
+    this.hq = !this.hq;
+    window.localStorage.setItem(HQ_STORAGE_KEY, this.hq ? "on" : "off");
+    this.showHq();
+    this.say(this.hq ? "HQ head on: sharper boundaries." : "HQ head off: the base model's masks.");
+    if (this.draft.points.length || this.draft.box) {
+      this.draft.handle = null; // the other head's logits are no starting point
+      this.predict();
+    }
+  }
+
+  showHq() {
+    const button = $("hq-toggle");
+    button.setAttribute("aria-pressed", String(this.hq));
+    button.classList.toggle("off", !this.hq);
   }
 
   setModelState(state, text) {
@@ -157,6 +185,7 @@ class Annotator {
       // Only a first single point is ambiguous enough for three guesses (SAM's advice).
       multimask: !reusable && draft.points.length <= 1 && !draft.box,
     };
+    if (this.hqAvailable) prompt.hq = this.hq;
     const id = this.socket.predict(prompt);
     if (id === null) {
       this.waitingForModel = true;
@@ -853,6 +882,7 @@ class Annotator {
       },
       state: () => ({
         ready: this.socket.ready,
+        hq: this.hqAvailable ? this.hq : null,
         loaded: this.imageLoaded(),
         pending: this.expected !== null || this.waitingForModel,
         tool: this.tool,

@@ -24,6 +24,7 @@ const KEYS = {
   Escape: (app) => app.clearDraft(),
   n: (app) => app.nextImage(),
   h: (app) => app.saved.toggleAll(),
+  q: (app) => app.toggleHq(),
   f: (app) => app.viewport.fit(),
   0: (app) => app.viewport.fit(),
   "+": (app) => app.viewport.zoomCentre(ZOOM_STEP),
@@ -227,6 +228,7 @@ export class Input {
       clear: () => app.clearDraft(),
       next: () => app.nextImage(),
       "toggle-masks": () => app.saved.toggleAll(),
+      "hq-toggle": () => app.toggleHq(),
       "conflict-reload": () => app.reloadAfterConflict(),
     };
     for (const [id, action] of Object.entries(clicks)) $(id).addEventListener("click", action);
