@@ -96,6 +96,9 @@ def versions(project: Project) -> list[dict[str, Any]]:
                 "version": version.number,
                 "state": version.state,
                 "parent": version.parent.number if version.parent else None,
+                "config": version.config.get("name"),
+                # What its cycle trained: full, decoder or hq (None: not made by a cycle).
+                "mode": (version.metrics or {}).get("mode") if cycle else None,
                 "created_at": version.created_at.isoformat(),
                 "figures": cycle.get("candidate"),
                 # Version 0, the shipped starter: its card's held-out figures, per set.

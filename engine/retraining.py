@@ -43,6 +43,7 @@ from engine import embeddings, jobs, versions
 from engine.errors import EngineError, InvalidInput
 
 KIND = "retrain"
+STARTER_CONFIG = "efficientnet_lite0_512"
 MAX_ATTEMPTS = 3
 SET_NAME = "project"
 CANDIDATE_FILE = "candidate.json"
@@ -51,6 +52,9 @@ CANDIDATE_FILE = "candidate.json"
 #: its request body.
 DEFAULTS: dict[str, Any] = {
     "config": "",  # default: the promoted version's configuration
+    # full: everything; decoder: the image encoder frozen (embeddings could be kept);
+    # hq: HQ-SAM's head alone on the frozen promoted model (its _hq configuration).
+    "mode": "full",
     "steps": 300,
     "chunk_steps": 25,
     "batch_images": 2,
@@ -65,6 +69,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
 }
 METRICS = ("noc@85", "noc@90", "miou@1", "miou@3", "miou@5")
+MODES = ("full", "decoder", "hq")
 
 
 def cycle_params(project: Project, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -76,6 +81,14 @@ def cycle_params(project: Project, overrides: dict[str, Any] | None = None) -> d
         raise InvalidInput(f"unknown retraining parameters {unknown}; known: {sorted(DEFAULTS)}")
     if params["metric"] not in METRICS:
         raise InvalidInput(f"metric must be one of {list(METRICS)}", field="metric")
+    if params["mode"] not in MODES:
+        raise InvalidInput(f"mode must be one of {list(MODES)}", field="mode")
+    if params["mode"] != "full" and _base_version(project) is None:
+        raise InvalidInput(
+            f"mode {params['mode']} trains parts of a model: promote a version first "
+            "(with GrabCut answering, only mode full can start one)",
+            field="mode",
+        )
     for name in ("steps", "chunk_steps", "batch_images", "masks_per_image", "rounds"):
         value = params[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -87,7 +100,18 @@ def cycle_params(project: Project, overrides: dict[str, Any] | None = None) -> d
 
         if params["config"] not in available():
             raise InvalidInput(f"unknown configuration {params['config']!r}", field="config")
+    if params["mode"] == "hq" and params["config"] and not params["config"].endswith("_hq"):
+        raise InvalidInput("mode hq needs an HQ configuration (NAME_hq)", field="config")
     return params
+
+
+def training_config(params: dict[str, Any], base: ModelVersion | None) -> str:
+    """The configuration a cycle trains: the one asked for, else the promoted version's (its
+    HQ twin in mode hq), else the starter's."""
+    name = params["config"] or (base.config.get("name") if base else "") or STARTER_CONFIG
+    if params.get("mode") == "hq" and not name.endswith("_hq"):
+        name += "_hq"
+    return str(name)
 
 
 def due(project: Project, now: Any = None) -> str | None:
@@ -314,9 +338,8 @@ def _train(
         else:
             init = _checkpoint_path(base) if base is not None else None
             cfg = TrainConfig(
-                config=params["config"]
-                or (base.config.get("name") if base else "")
-                or "efficientnet_lite0_512",
+                config=training_config(params, base),
+                mode=params.get("mode", "full"),  # cycles queued before modes: full
                 sets=[SET_NAME],
                 data=str(work / "data"),
                 init=str(init) if init else None,
@@ -425,7 +448,12 @@ def _register(
         return ModelVersion.objects.get(pk=json.loads(marker.read_text())["version"])
     version = versions.add_checkpoint(project, checkpoint, notes=f"retraining cycle, job {job.pk}")
     version.parent = base
-    version.metrics = {"cycle": figures, "snapshot": state["snapshot"], "params": params}
+    version.metrics = {
+        "cycle": figures,
+        "snapshot": state["snapshot"],
+        "params": params,
+        "mode": params.get("mode", "full"),
+    }
     version.save(update_fields=["parent", "metrics"])
     marker.write_text(
         json.dumps(

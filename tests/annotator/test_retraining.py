@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from celery.contrib.testing.worker import start_worker
 
 from annotator.celery import app
@@ -99,6 +100,8 @@ def test_the_snapshot_takes_accepted_masks_and_a_stable_split(
         ({"metric": "accuracy"}, "metric must be"),
         ({"config": "vit_z"}, "unknown configuration"),
         ({"val_fraction": 1.5}, "val_fraction"),
+        ({"mode": "lora"}, "mode must be one of"),
+        ({"mode": "hq", "config": "vit_tiny_test"}, "HQ configuration"),
     ],
 )
 def test_bad_parameters_are_refused(annotated: Any, overrides: Any, says: str) -> None:
@@ -137,6 +140,55 @@ def test_a_cycle_trains_evaluates_and_gates_one_candidate(
     base.refresh_from_db()
     assert base.state == ("retired" if figures["better"] else "promoted")
     assert ModelVersion.objects.filter(project=project).count() == 2
+
+
+@pytest.mark.parametrize("mode", ["decoder", "hq"])
+def test_partial_modes_need_a_promoted_version(project_factory: Any, mode: str) -> None:
+    with pytest.raises(InvalidInput, match="promote a version first"):
+        retraining.enqueue(project_factory("New"), overrides={"mode": mode})
+
+
+@pytest.mark.parametrize(
+    ("mode", "config"), [("hq", "vit_tiny_test_hq"), ("decoder", "vit_tiny_test")]
+)
+def test_a_cycle_trains_only_what_its_mode_says(
+    annotated: Any, users: Any, client_for: Any, mode: str, config: str
+) -> None:
+    """Mode hq turns the promoted plain version into its HQ-SAM twin and trains the HQ head
+    alone; mode decoder keeps the image encoder. The version records its mode."""
+    from model.checkpoints import read_checkpoint
+    from model.mask_decoder_hq import HQ_PREFIXES
+
+    project, base = annotated
+    app.control.purge()
+    with start_worker(
+        app, pool="solo", perform_ping_check=False, queues=["gpu", "cpu"], shutdown_timeout=60
+    ):
+        response = client_for(users["admin"]).post(
+            f"/api/projects/{project.pk}/retrain/",
+            {"params": {**TINY, "mode": mode, "lr": 1e-2}},
+            format="json",
+        )
+        assert response.status_code == 202, response.data
+        job = wait_for(response.data["id"], timeout=300)
+    assert job.state == "succeeded", job.message
+    candidate = ModelVersion.objects.get(project=project, number=1)
+    assert candidate.config["name"] == config and candidate.metrics["mode"] == mode
+    before = read_checkpoint(base.checkpoint.path)["model"]
+    after = read_checkpoint(candidate.checkpoint.path)["model"]
+    trained = set()
+    for key, tensor in after.items():
+        if key.startswith(HQ_PREFIXES) and key not in before:
+            trained.add(key)
+            continue
+        if not torch.equal(tensor, before[key]):
+            trained.add(key)
+    assert trained, "nothing was trained"
+    if mode == "hq":  # every base weight as promoted: "HQ off" answers as the base did
+        assert all(k.startswith(HQ_PREFIXES) for k in trained)
+    else:
+        assert all(not k.startswith("image_encoder.") for k in trained)
+        assert any(k.startswith("mask_decoder.") for k in trained)
 
 
 def test_a_killed_cycle_resumes_from_its_checkpoint_and_yields_one_candidate(

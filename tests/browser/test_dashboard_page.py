@@ -8,6 +8,7 @@ empty page."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
@@ -346,10 +347,10 @@ def test_an_admin_changes_the_stage_and_launches_a_retraining_cycle(
     )
     with closing(database(served)) as db:
         job = db.execute(
-            "SELECT id, state FROM annotator_job WHERE project_id = 1 AND kind = 'retrain'"
+            "SELECT id, state, params FROM annotator_job WHERE project_id = 1 AND kind = 'retrain'"
         ).fetchone()
-    assert job["state"] == "queued"
-    assert f"(job #{job['id']})" in page.inner_text("#dash-status")
+    assert job["state"] == "queued" and json.loads(job["params"])["mode"] == "full"
+    assert f"(job #{job['id']}), training the whole model" in page.inner_text("#dash-status")
     item = page.locator(f"#job-list .job[data-job-id='{job['id']}']")
     item.wait_for(timeout=TIMEOUT_MS)
     assert item.locator(".job-kind").inner_text() == "Retraining cycle"
@@ -370,6 +371,15 @@ def test_an_admin_changes_the_stage_and_launches_a_retraining_cycle(
         count = db.execute("SELECT COUNT(*) FROM annotator_job WHERE kind = 'retrain'").fetchone()
     assert count[0] == 1
     screenshot(page, "dashboard-admin-actions")
+
+    # Training the HQ head needs a trained model to put it on; GrabCut answers here.
+    page.select_option("#retrain-mode", "hq")
+    page.click("#retrain")
+    page.wait_for_function(
+        "document.querySelector('#dash-status').textContent.includes('promote a version first')",
+        timeout=TIMEOUT_MS,
+    )
+    assert page.get_attribute("#dash-status", "data-kind") == "error"
 
 
 def test_a_new_project_says_what_will_appear(

@@ -37,6 +37,7 @@ const JOB_KINDS = {
   import_dataset: "Dataset import",
 };
 const ACTIVE = ["queued", "running"];
+const MODE_NAMES = { full: "whole model", decoder: "mask decoder", hq: "HQ head" };
 // What the SA paper measured on its automatic masks after correction (section 4).
 const PAPER_SHARES = { share_iou_above_0_90: 0.94, share_iou_above_0_75: 0.97 };
 const POLL_MS = 5000;
@@ -156,9 +157,10 @@ class Dashboard {
     this.busy = true;
     button.disabled = true;
     try {
-      const job = await api(`${this.api}retrain/`, { method: "POST", body: {} });
+      const mode = $("retrain-mode").value;
+      const job = await api(`${this.api}retrain/`, { method: "POST", body: { params: { mode } } });
       this.say(
-        `Retraining cycle started (job #${job.id}); its progress is in the jobs list.`,
+        `Retraining cycle started (job #${job.id}), training the ${MODE_NAMES[mode]}; its progress is in the jobs list.`,
         "ok",
       );
     } catch (error) {
@@ -283,7 +285,10 @@ class Dashboard {
       row.dataset.state = v.state;
       const name = cell("th", `v${v.version}`);
       name.scope = "row";
-      if (v.parent !== null) name.title = `trained from v${v.parent}`;
+      const how = [v.config, v.mode ? MODE_NAMES[v.mode] : null].filter(Boolean).join(", ");
+      if (v.parent !== null) name.title = `trained from v${v.parent}${how ? ` (${how})` : ""}`;
+      else if (how) name.title = how;
+      if (v.mode === "hq") name.append(badge("HQ", "trained HQ-SAM's head on the frozen base"));
       const review = v.review;
       const made = automatic.get(v.version);
       const masks = review ? review.masks : made ? made.masks : null;
@@ -484,6 +489,12 @@ function stageKey(stage) {
   key.style.background = STAGE_COLORS[stage] || "#6b7280";
   key.setAttribute("aria-hidden", "true");
   return key;
+}
+
+function badge(text, title) {
+  const node = cell("span", text, "version-badge");
+  node.title = title;
+  return node;
 }
 
 function stateCell(state) {
