@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/model_speed.py [--configs efficientnet_lite0_512,vit_b] [--threads 1]
 
+Also the bytes of the stored (float16) embedding; HQ-SAM configurations (NAME_hq) add their
+early feature to it, and their clicks are timed with the HQ head and without (``sam_only``).
 Random weights (speed does not depend on them). CUDA when present, CPU otherwise.
 """
 
@@ -56,10 +58,19 @@ def measure(name: str, image: np.ndarray, repeats: int) -> None:
     point, label = np.array([[320.0, 240.0]]), np.array([1])
     predictor.predict(point_coords=point, point_labels=label)
     decode = timed(lambda: predictor.predict(point_coords=point, point_labels=label), repeats * 5)
-    print(
+    stored = len(predictor.get_embedding().to_bytes(half=True))
+    line = (
         f"{name}: encoder {statistics.median(encode):.0f} ms/image (min {min(encode):.0f}), "
-        f"decoder + postprocess {statistics.median(decode):.1f} ms/prompt (min {min(decode):.1f})"
+        f"decoder + postprocess {statistics.median(decode):.1f} ms/prompt (min {min(decode):.1f}), "
+        f"stored embedding {stored / 1e6:.2f} MB"
     )
+    if predictor.model.is_hq:
+        base = timed(
+            lambda: predictor.predict(point_coords=point, point_labels=label, sam_only=True),
+            repeats * 5,
+        )
+        line += f"; HQ off (base model) {statistics.median(base):.1f} ms/prompt"
+    print(line)
 
 
 if __name__ == "__main__":
