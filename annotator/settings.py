@@ -15,7 +15,7 @@ from pathlib import Path
 import dj_database_url
 import django_stubs_ext
 
-from annotator.env import env_bool, env_int, env_list, env_str
+from annotator.env import SettingError, env_bool, env_int, env_list, env_str
 
 # Lets the classes that type checkers see as generic (ModelAdmin[...]) be subscripted at run time.
 django_stubs_ext.monkeypatch()
@@ -74,6 +74,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: request latency for Prometheus; then /healthz, /readyz and /metrics answered
+    # before the host check and the HTTPS redirect (probes and scrapers use the pod's address).
+    "annotator.metrics.MetricsMiddleware",
+    "annotator.health.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -141,10 +145,33 @@ MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(DATA_DIR / "media")))
 # Media are never served as public files: every image goes through a view that checks the
 # user's membership of its project.
 MEDIA_URL = "/media-not-public/"
-STORAGES = {
+STORAGES: dict[str, dict[str, object]] = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+# Images, embeddings, checkpoints and exports in an S3-compatible bucket (AWS, MinIO, ...)
+# when one is named; credentials may also come from boto3's own chain (instance roles).
+S3_BUCKET = env_str("MASKLOOP_S3_BUCKET")
+if S3_BUCKET:
+    _s3_endpoint = env_str("AWS_S3_ENDPOINT_URL") or None
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": S3_BUCKET,
+            "location": env_str("MASKLOOP_S3_PREFIX"),
+            "endpoint_url": _s3_endpoint,
+            "region_name": env_str("AWS_S3_REGION_NAME") or None,
+            "access_key": env_str("AWS_ACCESS_KEY_ID") or None,
+            "secret_key": env_str("AWS_SECRET_ACCESS_KEY") or None,
+            # MinIO and other self-hosted stores answer on path-style URLs.
+            "addressing_style": env_str("AWS_S3_ADDRESSING_STYLE", "path" if _s3_endpoint else "")
+            or None,
+            # As on local disk: a name in use gets a suffix, never overwrites; nothing public.
+            "file_overwrite": False,
+            "default_acl": None,
+            "querystring_auth": True,
+        },
+    }
 WHITENOISE_USE_FINDERS = True
 
 LOGIN_URL = "login"
@@ -239,10 +266,41 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
 
+# Operations (docs/deployment.md): /metrics is open on loopback, or to this bearer token.
+MASKLOOP_METRICS_TOKEN = env_str("MASKLOOP_METRICS_TOKEN")
+# Each /readyz check (database, broker, channel layer, storage) gets this many seconds.
+MASKLOOP_READYZ_TIMEOUT = env_int("MASKLOOP_READYZ_TIMEOUT", 3)
+# A Celery worker serves its own /metrics on this port when set (workers on other hosts).
+MASKLOOP_WORKER_METRICS_PORT = env_int("MASKLOOP_WORKER_METRICS_PORT", 0)
+# prometheus_client's multiprocess mode: every process of this host (daphne, the embedded
+# worker, worker processes) writes its figures here and /metrics adds them up. Set in the
+# environment before prometheus_client is imported (annotator.metrics imports it later).
+PROMETHEUS_MULTIPROC_DIR = Path(env_str("PROMETHEUS_MULTIPROC_DIR", str(DATA_DIR / "prometheus")))
+PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(PROMETHEUS_MULTIPROC_DIR)
+
+# MASKLOOP_LOG_FORMAT=json: one JSON object per line, with the job id, kind and project on
+# every record a job logs (annotator/logs.py).
+LOG_FORMAT = env_str("MASKLOOP_LOG_FORMAT", "text").strip().lower()
+if LOG_FORMAT not in {"text", "json"}:
+    raise SettingError(f"MASKLOOP_LOG_FORMAT={LOG_FORMAT!r} is not text or json")
+# Celery replaces the root logger's handlers unless told not to; JSON logs keep ours.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"context": {"()": "annotator.logs.ContextFilter"}},
+    "formatters": {
+        "text": {"format": "%(message)s"},
+        "json": {"()": "annotator.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "filters": ["context"],
+            "formatter": LOG_FORMAT,
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

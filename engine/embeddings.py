@@ -16,6 +16,7 @@ from typing import Any
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
+from annotator.metrics import EMBEDDINGS_COMPUTED
 from annotator.models import Image, ModelVersion
 from engine import images as image_service
 from engine import predictors
@@ -76,6 +77,7 @@ def compute(image: Image, version: ModelVersion, *, overwrite: bool = False) -> 
     predictor = predictors.make_predictor(version)
     predictor.set_image(image_service.read_rgb(image))
     _store(name, predictor.get_embedding())  # type: ignore[attr-defined]
+    EMBEDDINGS_COMPUTED.labels("precompute").inc()
     return True
 
 
@@ -114,6 +116,7 @@ def ready_predictor(image: Image, version: ModelVersion | None) -> Loaded:
             predictor.set_image(image_service.read_rgb(image))
             embedding = predictor.get_embedding()  # type: ignore[attr-defined]
             _store(name, embedding)
+            EMBEDDINGS_COMPUTED.labels("on_demand").inc()
             source = "computed"
         memory.put(key, embedding)
     predictor.set_embedding(embedding)  # type: ignore[attr-defined]

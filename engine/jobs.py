@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from annotator.logs import job_logging
 from annotator.models import Job, Project
 from engine import events
 from engine.errors import Conflict
@@ -142,6 +143,7 @@ def runner(kind: str) -> Callable[[JobFunction], JobFunction]:
     return register
 
 
+@job_logging  # every record it logs carries the job's id, kind and project
 def run(job_id: int) -> None:
     """Run a job in the worker: mark it running, call its function, record the outcome."""
     now = timezone.now()

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.utils import timezone
 
 from annotator.models import Image, Job, Mask, MaskSource, ModelVersion, Project
@@ -336,7 +335,7 @@ def _train(
                 config="", sets=[], resume=str(last), out=str(out), stop_after=params["chunk_steps"]
             )
         else:
-            init = _checkpoint_path(base) if base is not None else None
+            init = _local_checkpoint(base, work) if base is not None else None
             cfg = TrainConfig(
                 config=training_config(params, base),
                 mode=params.get("mode", "full"),  # cycles queued before modes: full
@@ -378,8 +377,16 @@ def _duration(seconds: float) -> str:
     return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
-def _checkpoint_path(version: ModelVersion) -> Path:
-    return Path(default_storage.path(version.checkpoint.name or ""))
+def _local_checkpoint(version: ModelVersion, work: Path) -> Path:
+    """The version's checkpoint as a file in the cycle's folder: training reads paths, and the
+    storage may be S3 (copied once per cycle; a resumed cycle finds it there)."""
+    path = work / f"base-v{version.number}.pth"
+    if not path.exists():
+        partial = path.with_suffix(".part")
+        with version.checkpoint.open("rb") as source, partial.open("wb") as target:
+            shutil.copyfileobj(source, target)
+        partial.replace(path)
+    return path
 
 
 def _evaluate(
@@ -407,7 +414,7 @@ def _evaluate(
         return SamPredictor(build_sam(name, checkpoint=path))
 
     candidate = run(load(checkpoint))
-    baseline = run(load(_checkpoint_path(base)) if base is not None else GrabCutPredictor())
+    baseline = run(load(_local_checkpoint(base, work)) if base is not None else GrabCutPredictor())
     metric = params["metric"]
     a, b = paired_per_image(candidate, baseline, metric)
     lower_is_better = metric.startswith("noc")

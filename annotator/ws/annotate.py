@@ -9,6 +9,7 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from annotator.metrics import CLICK_TO_MASK_SECONDS
 from annotator.models import Image
 from engine.errors import EngineError
 from engine.predictors import answering_version
@@ -76,7 +77,8 @@ class AnnotateConsumer(AsyncWebsocketConsumer):
             if self.session is None:
                 raise EngineError("the image is not ready yet")
             prompt = assisted.parse_prompt(message, self.session.image)
-            answer = await sync_to_async(self.session.predict, thread_sensitive=False)(prompt)
+            with CLICK_TO_MASK_SECONDS.time():
+                answer = await sync_to_async(self.session.predict, thread_sensitive=False)(prompt)
         except EngineError as exc:
             await self._send({"type": "error", "id": message_id, "detail": exc.message})
             return
