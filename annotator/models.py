@@ -177,6 +177,11 @@ class Mask(models.Model):
         FIXED = "fixed", "Fixed"
         REJECTED = "rejected", "Rejected"
 
+    class VerificationState(models.TextChoices):
+        UNVERIFIED = "unverified", "Not verified"
+        GOOD = "good", "Good"
+        BAD = "bad", "Bad"
+
     image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="masks")
     category = models.ForeignKey(
         Category, null=True, blank=True, on_delete=models.PROTECT, related_name="masks"
@@ -211,6 +216,12 @@ class Mask(models.Model):
     review_state = models.CharField(
         max_length=16, choices=ReviewState.choices, default=ReviewState.PENDING
     )
+    # Verification by people (engine/verification.py), after the review: good or bad, one
+    # verdict per mask of the semi-automatic and automatic stages. A bad mask is also
+    # ``review_state = rejected`` (out of the accepted set), never deleted.
+    verification_state = models.CharField(
+        max_length=16, choices=VerificationState.choices, default=VerificationState.UNVERIFIED
+    )
     # Optimistic locking: a save must name the version it edited (DECISIONS 19).
     revision = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -218,7 +229,10 @@ class Mask(models.Model):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["image", "review_state"])]
+        indexes = [
+            models.Index(fields=["image", "review_state"]),
+            models.Index(fields=["source_stage", "verification_state"]),
+        ]
 
     def __str__(self) -> str:
         return f"mask {self.pk} on {self.image_id}"
@@ -389,3 +403,59 @@ class AutomaticLabel(models.Model):
 
     def __str__(self) -> str:
         return f"image {self.image_id} by version {self.model_version_id}: {self.masks} masks"
+
+
+class VerificationDecision(models.Model):
+    """One decision of the verification by people (engine/verification.py): a mask judged
+    good or bad, or an image checked for objects nobody masked (yes / no, with the places
+    missed). Kept with who, when, the seconds the page measured, and a copy of the mask's
+    fields at that time, so that a mask changed or deleted later does not change the record
+    (the learned verifier trains on these rows)."""
+
+    class Kind(models.TextChoices):
+        MASK = "mask", "Mask verification"
+        EXHAUSTIVITY = "exhaustivity", "Exhaustivity check"
+
+    class Verdict(models.TextChoices):
+        GOOD = "good", "Good mask"
+        BAD = "bad", "Bad mask"
+        YES = "yes", "Every object masked"
+        NO = "no", "Objects missed"
+
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="verification_decisions"
+    )
+    image = models.ForeignKey(
+        Image, on_delete=models.CASCADE, related_name="verification_decisions"
+    )
+    mask = models.ForeignKey(
+        Mask,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="verification_decisions",
+    )
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    verdict = models.CharField(max_length=8, choices=Verdict.choices)
+    # Exhaustivity "no": the places the reviewer found an object nobody masked, [[x, y], ...]
+    # in image pixels; shown to the annotator as hints.
+    points = models.JSONField(default=list, blank=True)
+    note = models.CharField(max_length=300, blank=True)
+    # The mask's (or the image's) fields when the decision was taken.
+    snapshot = models.JSONField(default=dict, blank=True)
+    seconds = models.FloatField(default=0.0, help_text="measured by the page")
+    user = models.ForeignKey(
+        conf.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["project", "kind"]),
+            models.Index(fields=["image", "kind"]),
+        ]
+
+    def __str__(self) -> str:
+        target = f"mask {self.mask_id}" if self.kind == self.Kind.MASK else f"image {self.image_id}"
+        return f"{self.verdict} on {target}"

@@ -229,7 +229,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {"StageEnum": "annotator.models.Stage.choices"},
+    "ENUM_NAME_OVERRIDES": {
+        "StageEnum": "annotator.models.Stage.choices",
+        "VerificationKindEnum": "annotator.models.VerificationDecision.Kind",
+    },
 }
 
 # Channels: in-memory on one process by default, Redis when several processes serve.

@@ -21,6 +21,7 @@ nested = {
     "exports": (exports.ExportViewSet, "export"),
     "imports": (exports.ImportViewSet, "import"),
     "review": (views.ReviewViewSet, "review"),
+    "verification": (views.VerificationViewSet, "verification"),
 }
 for prefix, (viewset, basename) in nested.items():
     router.register(rf"projects/(?P<project_pk>\d+)/{prefix}", viewset, basename=basename)

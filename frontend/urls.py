@@ -13,6 +13,7 @@ urlpatterns = [
         name="annotate-image",
     ),
     path("projects/<int:project_id>/review/", views.review_page, name="review-page"),
+    path("projects/<int:project_id>/verify/", views.verify_page, name="verify-page"),
     path("projects/<int:project_id>/dashboard/", views.dashboard_page, name="dashboard-page"),
     path(
         "login/",
@@ -20,5 +21,4 @@ urlpatterns = [
         name="login",
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("healthz", views.healthz, name="healthz"),
 ]

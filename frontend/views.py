@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.db import connection
 from django.db.models import Count
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from annotator.api.permissions import allowed
 from annotator.api.views import visible_projects
-from annotator.models import Image, MaskSource, Stage
-from engine import assignment, review
+from annotator.models import Image, MaskSource, Project, Stage
+from engine import assignment, review, verification
+from engine.errors import EngineError
 from engine.predictors import answering_version, version_key
 from engine.projects import role_of, summary
 
@@ -38,6 +38,7 @@ def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
     by_state = project_summary["images_by_state"]
     role = role_of(request.user, project)
     reviews = allowed("review", "next", role)
+    verifies = allowed("verification", "next", role)
     return render(
         request,
         "frontend/project_detail.html",
@@ -46,12 +47,23 @@ def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
             "role": role,
             "reviews": reviews,
             "to_review": review.pending_count(project) if reviews else 0,
+            "verifies": verifies,
+            "to_verify": _to_verify(project) if verifies else None,
             "images": images,
             "summary": project_summary,
             "to_do": sum(by_state.get(state, 0) for state in assignment.NEEDS_WORK),
             "categories": project.categories.all(),
         },
     )
+
+
+def _to_verify(project: Project) -> int | None:
+    """Masks and images waiting for verification; None when the project's sample setting is
+    invalid (the verify page says why)."""
+    try:
+        return verification.mask_queue(project).count() + verification.image_queue(project).count()
+    except EngineError:
+        return None
 
 
 @login_required
@@ -97,6 +109,14 @@ def annotate_image(request: HttpRequest, project_id: int, image_id: int) -> Http
         if reviewing and allowed("review", "next", role)
         else None
     )
+    # &verify=1: the same, from the verify page (the mask stays to be verified there).
+    verifying = (
+        edit_id is not None
+        and request.GET.get("verify") == "1"
+        and allowed("verification", "next", role)
+    )
+    if verifying:
+        review_url = reverse("verify-page", args=[project.pk])
     config = {
         "project": {"id": project.pk, "name": project.name, "stage": project.stage},
         "image": {
@@ -130,7 +150,14 @@ def annotate_image(request: HttpRequest, project_id: int, image_id: int) -> Http
     return render(
         request,
         "frontend/annotate.html",
-        {"project": project, "image": image, "held_by": held_by, "config": config},
+        {
+            "project": project,
+            "image": image,
+            "held_by": held_by,
+            "config": config,
+            # Where the review mode's back links lead, in words.
+            "back_to": "verification" if verifying else "review",
+        },
     )
 
 
@@ -164,6 +191,39 @@ def review_page(request: HttpRequest, project_id: int) -> HttpResponse:
 
 
 @login_required
+@ensure_csrf_cookie  # the page's fetch calls send it back as X-CSRFToken
+def verify_page(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Verification by people: the masks of the semi-automatic and automatic stages one at a
+    time on their image, good or bad (or fixed on the annotation page); then each annotated
+    image, is every object masked? Reviewers and admins; another member gets 403, a
+    non-member 404."""
+    project = get_object_or_404(visible_projects(request.user), pk=project_id)
+    role = role_of(request.user, project)
+    if not allowed("verification", "next", role):
+        raise PermissionDenied("Only the project's reviewers and admins verify masks.")
+    try:
+        sample: float | None = verification.sample_fraction(project)
+    except EngineError:
+        sample = None  # the page shows the API's message
+    mode = request.GET.get("mode", "mask")
+    config = {
+        "project": {"id": project.pk, "name": project.name, "stage": project.stage},
+        "user": {"username": request.user.get_username(), "role": role},
+        "mode": mode if mode in ("mask", "exhaustivity") else "mask",
+        "sample": sample,
+        "urls": {
+            "api": f"/api/projects/{project.pk}/",
+            "project": reverse("project-detail", args=[project.pk]),
+            # The page fills in {image} and {mask}.
+            "file": f"/api/projects/{project.pk}/images/{{image}}/file/",
+            "fix": f"/projects/{project.pk}/images/{{image}}/annotate/?edit={{mask}}&verify=1",
+            "annotate": f"/projects/{project.pk}/images/{{image}}/annotate/",
+        },
+    }
+    return render(request, "frontend/verify.html", {"project": project, "config": config})
+
+
+@login_required
 @ensure_csrf_cookie  # the admin's buttons send it back as X-CSRFToken
 def dashboard_page(request: HttpRequest, project_id: int) -> HttpResponse:
     """Is the data engine working? Per stage and day the masks per image, seconds and clicks
@@ -193,9 +253,3 @@ def dashboard_page(request: HttpRequest, project_id: int) -> HttpResponse:
         },
     }
     return render(request, "frontend/dashboard.html", {"project": project, "config": config})
-
-
-def healthz(request: HttpRequest) -> JsonResponse:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-    return JsonResponse({"status": "ok"})

@@ -71,6 +71,15 @@ PERMISSIONS: dict[str, dict[str, frozenset[str]]] = {
     },
     "import": {"create": ADMIN},
     "review": {"next": REVIEWERS, "quality": REVIEWERS},
+    # Verification by people: the reviewers of the review page. Annotators read what it
+    # sent back to them (the rejected masks and the hints of an image).
+    "verification": {
+        "list": REVIEWERS,
+        "create": REVIEWERS,
+        "next": REVIEWERS,
+        "summary": REVIEWERS,
+        "feedback": MEMBERS,
+    },
 }
 
 # Fields only some roles may change, checked in addition to the action.

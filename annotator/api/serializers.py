@@ -18,6 +18,7 @@ from annotator.models import (
     Project,
     PromptLog,
     Stage,
+    VerificationDecision,
 )
 from engine.jobs import JOB_KINDS
 from engine.projects import role_of
@@ -195,12 +196,14 @@ class MaskSerializer(serializers.ModelSerializer[Mask]):
             "seconds_spent",
             "clicks",
             "review_state",
+            "verification_state",
             "revision",
             "session",
             "created_at",
             "updated_at",
         ]
-        read_only_fields = ["bbox", "area", "created_at", "updated_at"]
+        # The verification changes only through POST .../verification/.
+        read_only_fields = ["bbox", "area", "verification_state", "created_at", "updated_at"]
         extra_kwargs = {"source_stage": {"required": False}}
 
     def validate_seconds_spent(self, value: float) -> float:
@@ -320,3 +323,64 @@ class RetrainRequestSerializer(serializers.Serializer[Any]):
     params = serializers.DictField(
         required=False, help_text='e.g. {"steps": 500, "metric": "miou@3"}'
     )
+
+
+class VerificationRequestSerializer(serializers.Serializer[Any]):
+    """One verification decision. The engine checks the rest (the mask or image is the
+    project's, still to verify; points inside the image)."""
+
+    kind = serializers.ChoiceField(choices=VerificationDecision.Kind.choices)
+    verdict = serializers.ChoiceField(choices=VerificationDecision.Verdict.choices)
+    mask = serializers.IntegerField(required=False, help_text="kind mask: the mask judged")
+    image = serializers.IntegerField(
+        required=False, help_text="kind exhaustivity: the image checked"
+    )
+    points = serializers.ListField(
+        child=serializers.ListField(child=serializers.FloatField(), min_length=2, max_length=2),
+        required=False,
+        help_text="exhaustivity 'no': the places of the missed objects, [[x, y], ...] in pixels",
+    )
+    seconds = serializers.FloatField(
+        required=False, default=0.0, min_value=0, max_value=86_400, help_text="as measured"
+    )
+    note = serializers.CharField(required=False, allow_blank=True, max_length=300, default="")
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        kind = data["kind"]
+        if kind == VerificationDecision.Kind.MASK:
+            if "mask" not in data:
+                raise serializers.ValidationError({"mask": "a mask verdict names its mask"})
+            if "image" in data or "points" in data:
+                raise serializers.ValidationError(
+                    "a mask verdict takes a mask, not an image or points"
+                )
+        elif "image" not in data:
+            raise serializers.ValidationError({"image": "an exhaustivity check names its image"})
+        elif "mask" in data:
+            raise serializers.ValidationError("an exhaustivity check takes an image, not a mask")
+        return data
+
+
+class VerificationDecisionSerializer(serializers.ModelSerializer[VerificationDecision]):
+    user: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True
+    )
+    image_state = serializers.CharField(source="image.state", read_only=True)
+
+    class Meta:
+        model = VerificationDecision
+        fields = [
+            "id",
+            "kind",
+            "verdict",
+            "mask",
+            "image",
+            "image_state",
+            "points",
+            "note",
+            "seconds",
+            "snapshot",
+            "user",
+            "created_at",
+        ]
+        read_only_fields = fields

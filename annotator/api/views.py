@@ -31,6 +31,7 @@ from annotator.models import (
     Project,
     PromptLog,
     Stage,
+    VerificationDecision,
 )
 from engine import (
     assignment,
@@ -41,6 +42,7 @@ from engine import (
     projects,
     retraining,
     review,
+    verification,
 )
 from engine import images as image_service
 from engine.errors import Conflict, DuplicateImage, EngineError, InvalidInput
@@ -437,7 +439,14 @@ def _refusal(errors: list[EngineError]) -> Response:
 class MaskViewSet(ProjectScopedMixin, viewsets.ModelViewSet[Mask]):
     resource = "mask"
     serializer_class = s.MaskSerializer
-    filterset_fields = ["image", "category", "review_state", "source_stage", "model_version"]
+    filterset_fields = [
+        "image",
+        "category",
+        "review_state",
+        "verification_state",
+        "source_stage",
+        "model_version",
+    ]
     ordering_fields = ["id", "area", "created_at", "predicted_iou"]
 
     def scoped_queryset(self) -> QuerySet[Mask]:
@@ -538,6 +547,116 @@ class ReviewViewSet(ProjectScopedMixin):
         masks whose IoU before vs after correction is above 0.90 and 0.75."""
         source = request.query_params.get("source", "automatic")
         return Response(review.quality(self.get_project(), source=source))
+
+
+class VerificationViewSet(
+    ProjectScopedMixin,
+    mixins.ListModelMixin,
+    mixins.CreateModelMixin,
+):
+    """Verification by people: the next mask or image to check, the decisions, the figures,
+    and what was sent back to the annotators of an image (engine/verification.py)."""
+
+    resource = "verification"
+    serializer_class = s.VerificationDecisionSerializer
+    filterset_fields = ["kind", "verdict", "image", "mask", "user"]
+    ordering_fields = ["id", "created_at", "seconds"]
+
+    def scoped_queryset(self) -> QuerySet[VerificationDecision]:
+        return VerificationDecision.objects.filter(project=self.get_project()).select_related(
+            "user", "image"
+        )
+
+    @extend_schema(
+        request=s.VerificationRequestSerializer, responses={201: s.VerificationDecisionSerializer}
+    )
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Record a decision: ``{"kind": "mask", "mask": id, "verdict": "good" | "bad"}`` or
+        ``{"kind": "exhaustivity", "image": id, "verdict": "yes" | "no", "points": [[x, y]]}``,
+        with the ``seconds`` the page measured. A bad mask is rejected and its image sent back
+        to annotation; "yes" marks the image complete, "no" sends it back with the points."""
+        body = s.VerificationRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        common = {"user": request.user, "seconds": data["seconds"], "note": data["note"]}
+        if data["kind"] == VerificationDecision.Kind.MASK:
+            decision = verification.verify_mask(
+                self.get_project(), data["mask"], data["verdict"], **common
+            )
+        else:
+            decision = verification.check_image(
+                self.get_project(),
+                data["image"],
+                data["verdict"],
+                points=data.get("points", []),
+                **common,
+            )
+        decision = self.get_queryset().get(pk=decision.pk)
+        return Response(self.get_serializer(decision).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("kind", str, description="mask (default) or exhaustivity"),
+            OpenApiParameter("exclude", str, description="comma-separated ids skipped"),
+            OpenApiParameter("image", int, description="masks: prefer this image's"),
+        ],
+        responses={200: dict, 204: None},
+    )
+    @action(detail=False, methods=["get"])
+    def next(self, request: Request, project_pk: str) -> Response:
+        """The next mask to verify with its image, or the next annotated image to check for
+        missed objects with its kept masks (204 when none is left)."""
+        params = request.query_params
+        kind = params.get("kind", VerificationDecision.Kind.MASK)
+        try:
+            exclude = [int(i) for i in params.get("exclude", "").split(",") if i.strip()]
+            image_id = int(params["image"]) if params.get("image") else None
+        except ValueError:
+            raise InvalidInput("exclude and image take ids") from None
+        project = self.get_project()
+        context = self.get_serializer_context()
+        if kind == VerificationDecision.Kind.MASK:
+            mask = verification.next_mask(project, exclude=exclude, image_id=image_id)
+            if mask is None:
+                return Response(status=status.HTTP_204_NO_CONTENT)
+            image = mask.image
+            body: dict[str, Any] = {"kind": kind, "mask": s.MaskSerializer(mask).data}
+        elif kind == VerificationDecision.Kind.EXHAUSTIVITY:
+            found = verification.next_image(project, exclude=exclude)
+            if found is None:
+                return Response(status=status.HTTP_204_NO_CONTENT)
+            image = found
+            kept = verification.kept_masks(image).select_related(
+                "image", "created_by", "updated_by"
+            )
+            body = {"kind": kind, "masks": s.MaskSerializer(kept, many=True).data}
+        else:
+            raise InvalidInput(f"kind must be one of {list(VerificationDecision.Kind.values)}")
+        image_row = Image.objects.annotate(mask_count=Count("masks")).get(pk=image.pk)
+        body["image"] = s.ImageSerializer(image_row, context=context).data
+        return Response(body)
+
+    @extend_schema(responses={200: dict})
+    @action(detail=False, methods=["get"])
+    def summary(self, request: Request, project_pk: str) -> Response:
+        """Masks pending / good / bad, images pending / waiting / complete / sent back, and
+        the reviewers' mean seconds per mask and per image."""
+        return Response(verification.summary(self.get_project()))
+
+    @extend_schema(
+        parameters=[OpenApiParameter("image", int, required=True)], responses={200: dict}
+    )
+    @action(detail=False, methods=["get"])
+    def feedback(self, request: Request, project_pk: str) -> Response:
+        """What verification sent back on an image: its masks verified bad and the places of
+        its last failed exhaustivity check (any member: the annotation page shows them)."""
+        raw = request.query_params.get("image", "")
+        if not raw.isdigit():
+            raise InvalidInput("image takes an image id")
+        image = Image.objects.filter(project=self.get_project(), pk=int(raw)).first()
+        if image is None:
+            raise Http404("no such image in this project")
+        return Response(verification.feedback(image))
 
 
 class PromptLogViewSet(

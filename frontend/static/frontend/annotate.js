@@ -4,7 +4,8 @@
 // This file holds the page's state (the Annotator) and its drawing. Around it, in annotate/:
 // rle.js (COCO RLE), api.js (REST), model-socket.js (websocket), viewport.js (canvas, zoom,
 // pan), layers.js (mask overlays), brush.js, history.js (undo/redo), draft.js (the object
-// being made), saved-masks.js (the image's saved masks), input.js (mouse, keys, controls).
+// being made), saved-masks.js (the image's saved masks), input.js (mouse, keys, controls),
+// verification-marks.js (what verification sent back: rejected masks, missed objects).
 
 import { api, ApiError, uuid4 } from "./annotate/api.js";
 import { Stroke } from "./annotate/brush.js";
@@ -15,6 +16,7 @@ import { CurrentLayer, hexToRgb } from "./annotate/layers.js";
 import { ModelSocket } from "./annotate/model-socket.js";
 import { decodeMask, encodeMask } from "./annotate/rle.js";
 import { SavedMasks } from "./annotate/saved-masks.js";
+import { VerificationFeedback } from "./annotate/verification-marks.js";
 import { Viewport } from "./annotate/viewport.js";
 
 const LEASE_RENEW_MS = 2 * 60 * 1000; // the server's lease lasts 10 minutes
@@ -82,6 +84,17 @@ class Annotator {
       say: (text, kind) => this.say(text, kind),
       invalidate: () => this.viewport.invalidate(),
     });
+    this.verification = new VerificationFeedback({
+      apiBase: this.api,
+      image: this.image,
+      panel: document.querySelector("#annotate .panel"),
+      // A rejected mask is outlined while it is shown and not open in the editor.
+      present: (id) =>
+        !this.saved.allHidden &&
+        !(this.draft.editing && this.draft.editing.id === id) &&
+        this.saved.entries.some((m) => m.id === id && !m.hidden),
+      invalidate: () => this.viewport.invalidate(),
+    });
     this.input = new Input(this);
   }
 
@@ -99,6 +112,7 @@ class Annotator {
     this.photo.src = this.config.urls.file;
     this.socket.connect();
     this.loadMasks().then(() => this.openRequestedMask());
+    this.verification.load();
     this.renewLease();
     window.setInterval(() => this.renewLease(), LEASE_RENEW_MS);
     window.setInterval(() => this.updateTimer(), 1000);
@@ -750,6 +764,7 @@ class Annotator {
     if (!this.saved.allHidden) ctx.drawImage(this.saved.layer.canvas, 0, 0);
     if (this.draft.mask) ctx.drawImage(this.current.canvas, 0, 0);
     vp.applyScreenTransform(ctx);
+    this.verification.draw(ctx, vp);
 
     const { drag, pointer } = this.input;
     const box = drag && drag.kind === "prompt" && drag.box;
