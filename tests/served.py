@@ -75,9 +75,19 @@ def free_port() -> int:
 def serve_platform(
     data_dir: Path, extra_env: dict[str, str] | None = None, *, worker: bool = True
 ) -> Iterator[Served]:
-    """Without a worker, jobs stay queued: a page can show them without a model training."""
+    """Without a worker, jobs stay queued: a page can show them without a model training.
+
+    The demo starts with GrabCut unless ``extra_env`` names a starter checkpoint: most page
+    tests check what the page does, and GrabCut's answers do not change when the shipped model
+    is retrained (tests/browser/test_starter_demo.py serves the shipped model itself)."""
     env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
-    env.update({"MASKLOOP_DATA_DIR": str(data_dir), **(extra_env or {})})
+    env.update(
+        {
+            "MASKLOOP_DATA_DIR": str(data_dir),
+            "MASKLOOP_STARTER_CHECKPOINT": "none",
+            **(extra_env or {}),
+        }
+    )
     python = sys.executable
     for args in (["migrate", "--no-input", "-v", "0"], ["setup_demo"]):
         subprocess.run(

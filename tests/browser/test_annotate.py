@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 
 from engine import rle
 from tests.browser.conftest import screenshot
+from tests.browser.helpers import DEMO_PASSWORD, collect_errors, database, log_in
 from tests.served import Served
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -32,21 +32,10 @@ PREDICTION_TIMEOUT_MS = 30_000
 @pytest.fixture
 def annotator_page(page: Any, served: Served) -> Iterator[Any]:
     """The demo admin, logged in; the page must raise no JavaScript error."""
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(served.url + "/login/")
-    page.fill("input[name=username]", "admin")
-    page.fill("input[name=password]", "maskloop-demo")
-    page.click("button[type=submit]")
-    page.wait_for_url(served.url + "/")
+    errors = collect_errors(page)
+    log_in(page, served, "admin", DEMO_PASSWORD)
     yield page
     assert not errors, f"JavaScript errors on the page: {errors}"
-
-
-def database(served: Served) -> sqlite3.Connection:
-    connection = sqlite3.connect(served.data_dir / "maskloop.sqlite3", timeout=30)
-    connection.row_factory = sqlite3.Row
-    return connection
 
 
 def state(page: Any) -> dict[str, Any]:

@@ -9,7 +9,6 @@ empty page."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import screenshot
+from tests.browser.helpers import collect_errors, database, log_in
 from tests.served import Served, serve_platform
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -121,21 +121,11 @@ def world(served: Served) -> dict[str, Any]:
 def browser_page(page: Any) -> Iterator[Any]:
     """The page must raise no JavaScript error. It stops reloading the figures before the
     browser closes: a request cut off mid-way can leave the server unable to exit."""
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    errors = collect_errors(page)
     yield page
     if "/dashboard/" in page.url:
         page.evaluate("window.maskloop && window.maskloop.stop()")
     assert not errors, f"JavaScript errors on the page: {errors}"
-
-
-def log_in(page: Any, served: Served, username: str, password: str) -> None:
-    page.context.clear_cookies()
-    page.goto(served.url + "/login/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
-    page.wait_for_url(served.url + "/")
 
 
 def open_dashboard(page: Any, served: Served, project: int = 1) -> None:
@@ -147,12 +137,6 @@ def wait_for_load(page: Any, loads: int) -> None:
     page.wait_for_function(
         "(n) => window.maskloop && window.maskloop.loads() >= n", arg=loads, timeout=TIMEOUT_MS
     )
-
-
-def database(served: Served) -> sqlite3.Connection:
-    connection = sqlite3.connect(served.data_dir / "maskloop.sqlite3", timeout=30)
-    connection.row_factory = sqlite3.Row
-    return connection
 
 
 def row(page: Any, selector: str) -> dict[str, str]:

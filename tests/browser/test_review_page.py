@@ -17,6 +17,7 @@ import pytest
 
 from engine import rle
 from tests.browser.conftest import screenshot
+from tests.browser.helpers import COINS, collect_errors, database, log_in
 from tests.served import Served
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -27,11 +28,10 @@ TIMEOUT_MS = 30_000
 # Run in the served platform's own database (manage.py shell): a reviewer and an annotator of
 # the demo project, a model version, and the coins of coins.png as its automatic masks (a
 # watershed segmentation, as in scikit-image's coins example).
-SETUP = """
+SETUP = (
+    COINS
+    + """
 import json
-import numpy as np
-from scipy import ndimage as ndi
-from skimage import data, filters, segmentation
 from django.contrib.auth import get_user_model
 from annotator.models import Mask, Membership, ModelVersion, Project
 from engine import rle
@@ -45,16 +45,9 @@ numbers = project.model_versions.values_list("number", flat=True)
 version = ModelVersion.objects.create(
     project=project, number=max(numbers, default=0) + 1, state="candidate"
 )
-coins = data.coins()
-markers = np.zeros_like(coins)
-markers[coins < 30] = 1
-markers[coins > 150] = 2
-found = ndi.binary_fill_holes(segmentation.watershed(filters.sobel(coins), markers) == 2)
-labels, _ = ndi.label(found)
-largest = np.argsort(np.bincount(labels.ravel())[1:])[::-1][:%(count)d] + 1
 ids = []
-for n, label in enumerate(largest):
-    encoded = rle.from_mask(labels == label)
+for n, pixels in enumerate(largest_coins(%(count)d)):
+    encoded = rle.from_mask(pixels)
     ids.append(Mask.objects.create(
         image=image, rle_counts=encoded.counts, bbox=rle.bbox(encoded), area=rle.area(encoded),
         source_stage="automatic", model_version=version, predicted_iou=0.97 - 0.02 * n,
@@ -62,6 +55,7 @@ for n, label in enumerate(largest):
     ).pk)
 print(json.dumps({"version": version.number, "masks": ids, "image": image.pk}))
 """
+)
 
 
 @pytest.fixture(scope="module")
@@ -72,25 +66,9 @@ def review_world(served: Served) -> dict[str, Any]:
 @pytest.fixture
 def browser_page(page: Any) -> Iterator[Any]:
     """The page must raise no JavaScript error."""
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    errors = collect_errors(page)
     yield page
     assert not errors, f"JavaScript errors on the page: {errors}"
-
-
-def log_in(page: Any, served: Served, username: str) -> None:
-    page.context.clear_cookies()
-    page.goto(served.url + "/login/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", "pw-" + username)
-    page.click("button[type=submit]")
-    page.wait_for_url(served.url + "/")
-
-
-def database(served: Served) -> sqlite3.Connection:
-    connection = sqlite3.connect(served.data_dir / "maskloop.sqlite3", timeout=30)
-    connection.row_factory = sqlite3.Row
-    return connection
 
 
 def masks_by_id(served: Served, ids: list[int]) -> dict[int, sqlite3.Row]:

@@ -6,7 +6,6 @@ gone from the database; a reviewer sees them but may not delete them."""
 from __future__ import annotations
 
 import re
-import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import screenshot
+from tests.browser.helpers import COINS, collect_errors, database, log_in
 from tests.served import Served, serve_platform
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -26,11 +26,10 @@ PREFILLED = 5
 # stage, an annotator and a reviewer, and on coins.png the five largest coins (a watershed
 # segmentation, as in scikit-image's coins example) pre-filled by a model version, plus a
 # sixth coin anna masked herself (people's masks on a semi project carry the stage too).
-SETUP = """
+SETUP = (
+    COINS
+    + """
 import json
-import numpy as np
-from scipy import ndimage as ndi
-from skimage import data, filters, segmentation
 from django.contrib.auth import get_user_model
 from annotator.models import Mask, Membership, ModelVersion, Project
 from engine import rle
@@ -46,16 +45,8 @@ numbers = project.model_versions.values_list("number", flat=True)
 version = ModelVersion.objects.create(
     project=project, number=max(numbers, default=0) + 1, state="candidate"
 )
-coins = data.coins()
-markers = np.zeros_like(coins)
-markers[coins < 30] = 1
-markers[coins > 150] = 2
-found = ndi.binary_fill_holes(segmentation.watershed(filters.sobel(coins), markers) == 2)
-labels, _ = ndi.label(found)
-largest = np.argsort(np.bincount(labels.ravel())[1:])[::-1][:%(count)d + 1] + 1
 masks = []
-for n, label in enumerate(largest):
-    pixels = labels == label
+for n, pixels in enumerate(largest_coins(%(count)d + 1)):
     encoded = rle.from_mask(pixels)
     fields = dict(
         image=image, rle_counts=encoded.counts, bbox=rle.bbox(encoded), area=rle.area(encoded),
@@ -75,6 +66,7 @@ for n, label in enumerate(largest):
     masks.append({"id": mask.pk, "centre": [float(xs.mean()), float(ys.mean())]})
 print(json.dumps({"image": image.pk, "prefilled": masks[:-1], "own": masks[-1]}))
 """
+)
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +87,7 @@ def browser_page(page: Any, served: Served) -> Iterator[Any]:
     away, so that the lease's give-back (a keepalive request sent when the page goes) is
     answered before the browser closes: cut off mid-request, it leaves a thread in the
     server that stops the server from exiting at the end of the module."""
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    errors = collect_errors(page)
     yield page
     if "/annotate/" in page.url:
         given_back = gave_back(served)
@@ -110,15 +101,6 @@ def browser_page(page: Any, served: Served) -> Iterator[Any]:
 def gave_back(served: Served) -> int:
     """How many leases the server has given back (its access log)."""
     return len(re.findall(r'"DELETE /api/projects/\d+/images/\d+/lease/"', served.log.read_text()))
-
-
-def log_in(page: Any, served: Served, username: str) -> None:
-    page.context.clear_cookies()
-    page.goto(served.url + "/login/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", "pw-" + username)
-    page.click("button[type=submit]")
-    page.wait_for_url(served.url + "/")
 
 
 def open_image(page: Any, served: Served, image: int, masks: int) -> None:
@@ -168,8 +150,7 @@ def tint(page: Any, centre: list[float]) -> float:
 
 
 def deleted(served: Served, mask: int) -> bool:
-    connection = sqlite3.connect(served.data_dir / "maskloop.sqlite3", timeout=30)
-    with closing(connection) as db:
+    with closing(database(served)) as db:
         return db.execute("SELECT id FROM annotator_mask WHERE id = ?", [mask]).fetchone() is None
 
 

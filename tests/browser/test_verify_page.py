@@ -18,6 +18,7 @@ import pytest
 
 from engine import rle
 from tests.browser.conftest import screenshot
+from tests.browser.helpers import COINS, collect_errors, database, log_in
 from tests.served import Served
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -28,11 +29,10 @@ TIMEOUT_MS = 30_000
 # the demo project, a model version, the coins of coins.png (a watershed segmentation, as in
 # scikit-image's coins example) and the cameraman of camera.png as its automatic masks, and a
 # person's mask of the cat on chelsea.png; the three images annotated.
-SETUP = """
+SETUP = (
+    COINS
+    + """
 import json
-import numpy as np
-from scipy import ndimage as ndi
-from skimage import data, filters, segmentation
 from django.contrib.auth import get_user_model
 from annotator.models import Image, Mask, Membership, ModelVersion, Project
 from engine import rle
@@ -57,14 +57,7 @@ def store(image, pixels, source="automatic", user=None, n=0):
     ).pk
 
 coins_image = project.images.get(file_name="coins.png")
-coins = data.coins()
-markers = np.zeros_like(coins)
-markers[coins < 30] = 1
-markers[coins > 150] = 2
-found = ndi.binary_fill_holes(segmentation.watershed(filters.sobel(coins), markers) == 2)
-labels, _ = ndi.label(found)
-largest = np.argsort(np.bincount(labels.ravel())[1:])[::-1][:4] + 1
-coin_ids = [store(coins_image, labels == label, n=n) for n, label in enumerate(largest)]
+coin_ids = [store(coins_image, pixels, n=n) for n, pixels in enumerate(largest_coins(4))]
 
 camera_image = project.images.get(file_name="camera.png")
 dark, _ = ndi.label(ndi.binary_opening(data.camera() < 40, iterations=2))
@@ -83,6 +76,7 @@ print(json.dumps({
     "images": {"coins": coins_image.pk, "camera": camera_image.pk, "cat": cat_image.pk},
 }))
 """
+)
 
 
 @pytest.fixture(scope="module")
@@ -93,25 +87,13 @@ def verify_world(served: Served) -> dict[str, Any]:
 @pytest.fixture
 def browser_page(page: Any) -> Iterator[Any]:
     """The page must raise no JavaScript error."""
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    errors = collect_errors(page)
     yield page
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
-def log_in(page: Any, served: Served, username: str) -> None:
-    page.context.clear_cookies()
-    page.goto(served.url + "/login/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", "pw-" + username)
-    page.click("button[type=submit]")
-    page.wait_for_url(served.url + "/")
-
-
 def rows(served: Served, sql: str, *args: Any) -> list[sqlite3.Row]:
-    connection = sqlite3.connect(served.data_dir / "maskloop.sqlite3", timeout=30)
-    connection.row_factory = sqlite3.Row
-    with closing(connection):
+    with closing(database(served)) as connection:
         return connection.execute(sql, args).fetchall()
 
 

@@ -5,20 +5,30 @@
 // decision, beside what the SA paper measured.
 //
 // From annotate/: api.js (REST), rle.js (COCO RLE), viewport.js (canvas, zoom, pan),
-// mask-overlay.js (the mask over the photo).
+// mask-overlay.js (the mask over the photo); queue-page.js: what this page shares with the
+// verify page.
 
 import { api, ApiError, listAll } from "./annotate/api.js";
 import { MaskOverlay } from "./annotate/mask-overlay.js";
 import { decodeMask } from "./annotate/rle.js";
 import { Viewport } from "./annotate/viewport.js";
-
-const HALO = "rgba(15, 23, 42, 0.75)";
-const SMALL_ON_SCREEN_PX = 28; // a mask smaller than this on screen gets a marker around it
-const KEPT_PHOTOS = 8;
-const ZOOM_STEP = 1.25;
-
-const $ = (id) => document.getElementById(id);
-const fmt = (n) => Math.round(n).toLocaleString("en-US");
+import {
+  $,
+  bindButtons,
+  bindPanZoom,
+  fmt,
+  frameBox,
+  loadPhoto,
+  plural,
+  remember,
+  ringIfSmall,
+  say,
+  score,
+  shortcutKey,
+  toPage,
+  trim,
+  ZOOM_KEYS,
+} from "./queue-page.js";
 
 /** Shortcut key -> action; typing in the version list and Ctrl/Alt combinations are left alone. */
 const KEYS = {
@@ -29,10 +39,7 @@ const KEYS = {
   u: (app) => app.undo(),
   h: (app) => app.toggleMask(),
   z: (app) => app.toggleZoom(),
-  "+": (app) => app.viewport.zoomCentre(ZOOM_STEP),
-  "=": (app) => app.viewport.zoomCentre(ZOOM_STEP),
-  "-": (app) => app.viewport.zoomCentre(1 / ZOOM_STEP),
-  0: (app) => app.frame(false),
+  ...ZOOM_KEYS,
 };
 
 class Reviewer {
@@ -166,34 +173,11 @@ class Reviewer {
   }
 
   imageInfo(id) {
-    return this.remember(this.images, id, () => api(`${this.api}images/${id}/`));
+    return remember(this.images, id, () => api(`${this.api}images/${id}/`));
   }
 
   loadPhoto(id) {
-    return this.remember(
-      this.photos,
-      id,
-      () =>
-        new Promise((resolve, reject) => {
-          const photo = new Image();
-          photo.addEventListener("load", () => resolve(photo));
-          photo.addEventListener("error", () =>
-            reject(new Error(`the file of image ${id} could not be loaded`)),
-          );
-          photo.src = this.config.urls.file.replace("{image}", String(id));
-        }),
-    );
-  }
-
-  /** A promise kept per id (the last few); a failed one is forgotten so it can be retried. */
-  remember(cache, id, make) {
-    if (!cache.has(id)) {
-      const promise = make();
-      promise.catch(() => cache.delete(id));
-      cache.set(id, promise);
-      if (cache.size > KEPT_PHOTOS) cache.delete(cache.keys().next().value);
-    }
-    return cache.get(id);
+    return loadPhoto(this.photos, this.config.urls.file, id);
   }
 
   // ---------------------------------------------------------------- decisions
@@ -355,16 +339,11 @@ class Reviewer {
   frame(zoomed) {
     this.zoomed = zoomed;
     if (!this.image) return;
-    const { width, height } = this.image;
     if (!zoomed || !this.mask) {
       this.viewport.fit();
       return;
     }
-    // Centred on the mask, with room around it to judge its edges (a mask as large as the
-    // image gets the whole image).
-    const [x, y, w, h] = this.mask.bbox;
-    const side = Math.min(Math.max(w, h, 48) * 1.6, Math.max(width, height));
-    this.viewport.fitRect(x + w / 2 - side / 2, y + h / 2 - side / 2, side, side);
+    frameBox(this.viewport, this.image, this.mask.bbox);
   }
 
   draw(ctx, vp) {
@@ -374,21 +353,7 @@ class Reviewer {
     vp.applyScreenTransform(ctx);
     if (!this.mask || !this.showMask) return;
     this.overlay.draw(ctx, vp);
-    // A mask of a few pixels on screen would be missed: a ring shows where it is.
-    const [x, y, w, h] = this.mask.bbox;
-    if (Math.max(w, h) * vp.scale < SMALL_ON_SCREEN_PX) {
-      const centre = vp.toScreen(x + w / 2, y + h / 2);
-      ctx.beginPath();
-      ctx.arc(centre.x, centre.y, SMALL_ON_SCREEN_PX, 0, Math.PI * 2);
-      ctx.setLineDash([5, 4]);
-      ctx.lineWidth = 3;
-      ctx.strokeStyle = HALO;
-      ctx.stroke();
-      ctx.lineWidth = 1.5;
-      ctx.strokeStyle = "#facc15";
-      ctx.stroke();
-      ctx.setLineDash([]);
-    }
+    ringIfSmall(ctx, vp, this.mask.bbox);
   }
 
   /** Bring the panel and the buttons in line with the state. */
@@ -408,33 +373,26 @@ class Reviewer {
   }
 
   say(text, kind = "info") {
-    const element = $("status-message");
-    element.textContent = text;
-    element.dataset.kind = kind;
+    say(text, kind);
   }
 
   // ---------------------------------------------------------------- input
 
   bind() {
-    for (const node of document.querySelectorAll("#review button")) {
-      // A mouse click must not leave focus on a button: a later key would press it again.
-      node.addEventListener("mousedown", (event) => event.preventDefault());
-    }
-    const clicks = {
+    bindButtons($("review"), {
       accept: () => this.decide("accepted"),
       reject: () => this.decide("rejected"),
       fix: () => this.fix(),
       skip: () => this.skip(),
       undo: () => this.undo(),
       unskip: () => this.unskip(),
-    };
-    for (const [id, action] of Object.entries(clicks)) $(id).addEventListener("click", action);
+    });
     $("version").addEventListener("change", (event) => {
       this.setVersion(event.target.value);
       event.target.blur(); // back to the shortcuts
     });
     window.addEventListener("keydown", (event) => this.onKeyDown(event));
-    this.bindPointer();
+    bindPanZoom($("canvas"), this.viewport, { enabled: () => Boolean(this.photo) });
   }
 
   onKeyDown(event) {
@@ -444,7 +402,7 @@ class Reviewer {
       return;
     }
     if (event.altKey || event.repeat) return;
-    const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
+    const key = shortcutKey(event);
     if (event.ctrlKey || event.metaKey) {
       if (key !== "z") return; // the browser's own shortcuts
       event.preventDefault();
@@ -454,41 +412,6 @@ class Reviewer {
     if (!Object.hasOwn(KEYS, key)) return;
     event.preventDefault();
     KEYS[key](this);
-  }
-
-  bindPointer() {
-    const canvas = $("canvas");
-    const viewport = this.viewport;
-    canvas.addEventListener("pointerdown", (event) => {
-      if (!this.photo || (event.button !== 0 && event.button !== 1)) return;
-      event.preventDefault();
-      this.drag = viewport.eventPoint(event);
-      $("stage").classList.add("panning");
-      canvas.setPointerCapture(event.pointerId);
-    });
-    canvas.addEventListener("pointermove", (event) => {
-      if (!this.drag) return;
-      const p = viewport.eventPoint(event);
-      viewport.panBy(p.x - this.drag.x, p.y - this.drag.y);
-      this.drag = p;
-    });
-    const end = (event) => {
-      this.drag = null;
-      $("stage").classList.remove("panning");
-      if (canvas.hasPointerCapture(event.pointerId)) canvas.releasePointerCapture(event.pointerId);
-    };
-    canvas.addEventListener("pointerup", end);
-    canvas.addEventListener("pointercancel", end);
-    canvas.addEventListener(
-      "wheel",
-      (event) => {
-        event.preventDefault();
-        const p = viewport.eventPoint(event);
-        const delta = event.deltaMode === 1 ? event.deltaY * 16 : event.deltaY;
-        viewport.zoomAt(Math.exp(-delta * 0.0015), p.x, p.y);
-      },
-      { passive: false },
-    );
   }
 
   /** For tests and the browser console. */
@@ -505,11 +428,7 @@ class Reviewer {
         shown: this.showMask,
         zoomed: this.zoomed,
       }),
-      toPage: (x, y) => {
-        const box = $("canvas").getBoundingClientRect();
-        const s = this.viewport.toScreen(x, y);
-        return { x: box.left + s.x, y: box.top + s.y };
-      },
+      toPage: (x, y) => toPage(this.viewport, x, y),
     };
   }
 }
@@ -524,14 +443,6 @@ function readKept(key) {
   } catch {
     return { version: "", skipped: [] };
   }
-}
-
-function score(value) {
-  return value === null || value === undefined ? "n/a" : value.toFixed(3);
-}
-
-function plural(n, word) {
-  return `${n} ${word}${n === 1 ? "" : "s"}`;
 }
 
 function cellOf(tag, text, className = "") {
@@ -549,12 +460,6 @@ function shareCell(share, reference) {
     cell.title = `SA-1B paper: ${trim(reference * 100)}%`;
   }
   return cell;
-}
-
-/** 94 -> "94", 93.75 -> "93.8". */
-function trim(value) {
-  const rounded = Math.round(value * 10) / 10;
-  return Number.isInteger(rounded) ? String(rounded) : rounded.toFixed(1);
 }
 
 const reviewer = new Reviewer(JSON.parse($("review-config").textContent));

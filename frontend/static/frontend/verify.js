@@ -12,7 +12,8 @@
 //
 // From annotate/: api.js (REST), rle.js (COCO RLE), viewport.js (canvas, zoom, pan),
 // layers.js (all the masks of an image), mask-overlay.js (the one mask under judgement),
-// verification-marks.js (the pins of missed objects).
+// verification-marks.js (the pins of missed objects); queue-page.js: what this page shares
+// with the review page.
 
 import { api, ApiError, listAll } from "./annotate/api.js";
 import { maskColor, SavedLayer } from "./annotate/layers.js";
@@ -20,16 +21,24 @@ import { MaskOverlay } from "./annotate/mask-overlay.js";
 import { decodeCountsString, decodeMask } from "./annotate/rle.js";
 import { drawOldPin, drawPin } from "./annotate/verification-marks.js";
 import { Viewport } from "./annotate/viewport.js";
+import {
+  $,
+  bindButtons,
+  bindPanZoom,
+  fmt,
+  frameBox,
+  loadPhoto,
+  plural,
+  ringIfSmall,
+  say,
+  score,
+  shortcutKey,
+  toPage,
+  trim,
+  ZOOM_KEYS,
+} from "./queue-page.js";
 
-const HALO = "rgba(15, 23, 42, 0.75)";
-const SMALL_ON_SCREEN_PX = 28;
-const KEPT_PHOTOS = 8;
-const ZOOM_STEP = 1.25;
-const CLICK_SLOP_PX = 4; // a press that moves less than this is a click, not a pan
 const MODES = ["mask", "exhaustivity"];
-
-const $ = (id) => document.getElementById(id);
-const fmt = (n) => Math.round(n).toLocaleString("en-US");
 
 /** Shortcut keys per mode; typing in the note field and Ctrl/Alt combinations are left alone. */
 const KEYS = {
@@ -50,12 +59,7 @@ const KEYS = {
     s: (app) => app.skip(),
     h: (app) => app.toggleMasks(),
   },
-  any: {
-    "+": (app) => app.viewport.zoomCentre(ZOOM_STEP),
-    "=": (app) => app.viewport.zoomCentre(ZOOM_STEP),
-    "-": (app) => app.viewport.zoomCentre(1 / ZOOM_STEP),
-    0: (app) => app.frame(false),
-  },
+  any: ZOOM_KEYS,
 };
 
 /** Seconds on the item shown, counted only while the page is visible. */
@@ -116,7 +120,6 @@ class Verifier {
     this.generation = 0;
     this.versions = new Map();
     this.photos = new Map();
-    this.press = null; // the pointer press in progress: {start, last, moved}
     this.clock = new Clock();
     this.overlay = new MaskOverlay();
     this.layer = null; // SavedLayer of the image's masks (images mode)
@@ -280,20 +283,7 @@ class Verifier {
   }
 
   loadPhoto(id) {
-    if (!this.photos.has(id)) {
-      const promise = new Promise((resolve, reject) => {
-        const photo = new Image();
-        photo.addEventListener("load", () => resolve(photo));
-        photo.addEventListener("error", () =>
-          reject(new Error(`the file of image ${id} could not be loaded`)),
-        );
-        photo.src = this.config.urls.file.replace("{image}", String(id));
-      });
-      promise.catch(() => this.photos.delete(id));
-      this.photos.set(id, promise);
-      if (this.photos.size > KEPT_PHOTOS) this.photos.delete(this.photos.keys().next().value);
-    }
-    return this.photos.get(id);
+    return loadPhoto(this.photos, this.config.urls.file, id);
   }
 
   /** The places an earlier exhaustivity check of this image marked (to see they are done). */
@@ -496,10 +486,7 @@ class Verifier {
       this.viewport.fit();
       return;
     }
-    const { width, height } = this.image;
-    const [x, y, w, h] = item.mask.bbox;
-    const side = Math.min(Math.max(w, h, 48) * 1.6, Math.max(width, height));
-    this.viewport.fitRect(x + w / 2 - side / 2, y + h / 2 - side / 2, side, side);
+    frameBox(this.viewport, this.image, item.mask.bbox);
   }
 
   draw(ctx, vp) {
@@ -520,20 +507,7 @@ class Verifier {
     vp.applyScreenTransform(ctx);
     if (!this.showMasks) return;
     this.overlay.draw(ctx, vp);
-    const [x, y, w, h] = this.item.mask.bbox;
-    if (Math.max(w, h) * vp.scale < SMALL_ON_SCREEN_PX) {
-      const centre = vp.toScreen(x + w / 2, y + h / 2);
-      ctx.beginPath();
-      ctx.arc(centre.x, centre.y, SMALL_ON_SCREEN_PX, 0, Math.PI * 2);
-      ctx.setLineDash([5, 4]);
-      ctx.lineWidth = 3;
-      ctx.strokeStyle = HALO;
-      ctx.stroke();
-      ctx.lineWidth = 1.5;
-      ctx.strokeStyle = "#facc15";
-      ctx.stroke();
-      ctx.setLineDash([]);
-    }
+    ringIfSmall(ctx, vp, this.item.mask.bbox);
   }
 
   tick() {
@@ -618,19 +592,13 @@ class Verifier {
   }
 
   say(text, kind = "info") {
-    const element = $("status-message");
-    element.textContent = text;
-    element.dataset.kind = kind;
+    say(text, kind);
   }
 
   // ---------------------------------------------------------------- input
 
   bind() {
-    for (const node of document.querySelectorAll("#verify button")) {
-      // A mouse click must not leave focus on a button: a later key would press it again.
-      node.addEventListener("mousedown", (event) => event.preventDefault());
-    }
-    const clicks = {
+    bindButtons($("verify"), {
       good: () => this.judgeMask("good"),
       bad: () => this.judgeMask("bad"),
       fix: () => this.fix(),
@@ -644,10 +612,18 @@ class Verifier {
       "switch-mode": () => this.setMode(this.mode === "mask" ? "exhaustivity" : "mask"),
       "mode-mask": () => this.setMode("mask"),
       "mode-exhaustivity": () => this.setMode("exhaustivity"),
-    };
-    for (const [id, action] of Object.entries(clicks)) $(id).addEventListener("click", action);
+    });
     window.addEventListener("keydown", (event) => this.onKeyDown(event));
-    this.bindPointer();
+    bindPanZoom($("canvas"), this.viewport, {
+      enabled: () => Boolean(this.photo),
+      // In the images mode a click (not a pan) marks a missed object there.
+      onClick: (point, button) => {
+        if (button !== 0 || this.mode !== "exhaustivity") return;
+        if (!this.item || this.item.kind !== "exhaustivity") return;
+        const at = this.viewport.toImage(point.x, point.y);
+        this.addPoint(at.x, at.y);
+      },
+    });
   }
 
   onKeyDown(event) {
@@ -664,59 +640,12 @@ class Verifier {
       return;
     }
     if (event.altKey || event.ctrlKey || event.metaKey || event.repeat) return;
-    const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
+    const key = shortcutKey(event);
     const keys = Object.hasOwn(KEYS[this.mode], key) ? KEYS[this.mode] : KEYS.any;
     if (!Object.hasOwn(keys, key)) return;
     const action = keys[key];
     event.preventDefault();
     action(this);
-  }
-
-  bindPointer() {
-    const canvas = $("canvas");
-    const viewport = this.viewport;
-    canvas.addEventListener("pointerdown", (event) => {
-      if (!this.photo || (event.button !== 0 && event.button !== 1)) return;
-      event.preventDefault();
-      const p = viewport.eventPoint(event);
-      this.press = { start: p, last: p, moved: event.button === 1, button: event.button };
-      canvas.setPointerCapture(event.pointerId);
-    });
-    canvas.addEventListener("pointermove", (event) => {
-      const press = this.press;
-      if (!press) return;
-      const p = viewport.eventPoint(event);
-      if (!press.moved && Math.hypot(p.x - press.start.x, p.y - press.start.y) < CLICK_SLOP_PX) {
-        return;
-      }
-      if (!press.moved) $("stage").classList.add("panning");
-      press.moved = true;
-      viewport.panBy(p.x - press.last.x, p.y - press.last.y);
-      press.last = p;
-    });
-    const end = (event, cancelled) => {
-      const press = this.press;
-      this.press = null;
-      $("stage").classList.remove("panning");
-      if (canvas.hasPointerCapture(event.pointerId)) canvas.releasePointerCapture(event.pointerId);
-      // In the images mode a click (not a pan) marks a missed object there.
-      if (press && !press.moved && !cancelled && press.button === 0 && this.mode === "exhaustivity") {
-        const at = viewport.toImage(press.start.x, press.start.y);
-        if (this.item && this.item.kind === "exhaustivity") this.addPoint(at.x, at.y);
-      }
-    };
-    canvas.addEventListener("pointerup", (event) => end(event, false));
-    canvas.addEventListener("pointercancel", (event) => end(event, true));
-    canvas.addEventListener(
-      "wheel",
-      (event) => {
-        event.preventDefault();
-        const p = viewport.eventPoint(event);
-        const delta = event.deltaMode === 1 ? event.deltaY * 16 : event.deltaY;
-        viewport.zoomAt(Math.exp(-delta * 0.0015), p.x, p.y);
-      },
-      { passive: false },
-    );
   }
 
   /** For tests and the browser console. */
@@ -738,11 +667,7 @@ class Verifier {
         zoomed: this.zoomed,
         seconds: this.clock.seconds(),
       }),
-      toPage: (x, y) => {
-        const box = $("canvas").getBoundingClientRect();
-        const s = this.viewport.toScreen(x, y);
-        return { x: box.left + s.x, y: box.top + s.y };
-      },
+      toPage: (x, y) => toPage(this.viewport, x, y),
     };
   }
 }
@@ -771,21 +696,8 @@ function readKept(key) {
   }
 }
 
-function score(value) {
-  return value === null || value === undefined ? "n/a" : value.toFixed(3);
-}
-
 function secondsText(value) {
   return value === null || value === undefined ? "—" : `${trim(value)} s`;
-}
-
-function plural(n, word) {
-  return `${fmt(n)} ${word}${n === 1 ? "" : "s"}`;
-}
-
-function trim(value) {
-  const rounded = Math.round(value * 10) / 10;
-  return Number.isInteger(rounded) ? String(rounded) : rounded.toFixed(1);
 }
 
 const verifier = new Verifier(JSON.parse($("verify-config").textContent));

@@ -65,17 +65,7 @@ export class Input {
       $("status-cursor").textContent = "";
       viewport.invalidate();
     });
-    canvas.addEventListener(
-      "wheel",
-      (event) => {
-        event.preventDefault();
-        const p = viewport.eventPoint(event);
-        // Lines (Firefox) and pixels (Chrome) both end up as a gentle exponential zoom.
-        const delta = event.deltaMode === 1 ? event.deltaY * 16 : event.deltaY;
-        viewport.zoomAt(Math.exp(-delta * 0.0015), p.x, p.y);
-      },
-      { passive: false },
-    );
+    viewport.zoomOnWheel();
     $("stage").addEventListener("mousedown", (event) => {
       if (event.button === 1) event.preventDefault(); // no autoscroll on middle-drag
     });

@@ -94,6 +94,21 @@ export class Viewport {
     return { x: x * this.scale + this.offsetX, y: y * this.scale + this.offsetY };
   }
 
+  /** Zoom with the wheel around the pointer, on the canvas this viewport draws. */
+  zoomOnWheel() {
+    this.canvas.addEventListener(
+      "wheel",
+      (event) => {
+        event.preventDefault();
+        const p = this.eventPoint(event);
+        // Lines (Firefox) and pixels (Chrome) both end up as a gentle exponential zoom.
+        const delta = event.deltaMode === 1 ? event.deltaY * 16 : event.deltaY;
+        this.zoomAt(Math.exp(-delta * 0.0015), p.x, p.y);
+      },
+      { passive: false },
+    );
+  }
+
   /** Pointer event -> canvas CSS coordinates. */
   eventPoint(event) {
     const box = this.canvas.getBoundingClientRect();
