@@ -101,6 +101,13 @@ class ModelVersionAdmin(admin.ModelAdmin[models.ModelVersion]):
     list_filter = ["state"]
 
 
+@admin.register(models.VerifierVersion)
+class VerifierVersionAdmin(admin.ModelAdmin[models.VerifierVersion]):
+    list_display = ["project", "number", "state", "target", "threshold", "created_at"]
+    list_filter = ["state"]
+    readonly_fields = ["verifier", "figures", "job", "last_decision"]
+
+
 @admin.register(models.Job)
 class JobAdmin(admin.ModelAdmin[models.Job]):
     list_display = ["id", "project", "kind", "state", "progress", "created_at", "finished_at"]

@@ -1,9 +1,12 @@
 """The Celery app. Two queues: ``gpu`` (model work: embeddings, training, automatic masks) and
-``cpu`` (imports, exports, bookkeeping); each job kind names its queue in engine.jobs."""
+``cpu`` (imports, exports, bookkeeping); each job kind names its queue in engine.jobs. The
+settings that let jobs survive lost hosts and a restarted broker are in annotator/settings.py
+(Celery block) and docs/multihost.md."""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from celery import Celery
 from kombu import Queue
@@ -24,4 +27,23 @@ app.conf.beat_schedule = {
         "options": {"queue": "cpu"},
     }
 }
+
+
+@app.on_after_configure.connect
+def _reconcile_jobs_schedule(sender: Celery, **kwargs: Any) -> None:
+    """Beat sends the job reconciler every MASKLOOP_JOB_RECONCILE_SECONDS: it re-sends the
+    tasks of quiet jobs that a restarted broker or a lost host took with it (engine.jobs).
+    A copy not taken within two periods expires unrun: the next one does the same work."""
+    from django.conf import settings
+
+    every = float(settings.MASKLOOP_JOB_RECONCILE_SECONDS)
+    sender.add_periodic_task(
+        every,
+        sender.signature("engine.tasks.reconcile_jobs"),
+        name="reconcile-jobs",
+        queue="cpu",
+        expires=2 * every,
+    )
+
+
 app.autodiscover_tasks(["engine"])

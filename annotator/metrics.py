@@ -1,4 +1,4 @@
-"""Prometheus metrics, served at ``/metrics`` (docs/deployment.md, "Health and metrics").
+"""Prometheus metrics, served at ``/metrics`` (docs/deploy.md, "Health and metrics").
 
 Where each figure comes from, and why:
 

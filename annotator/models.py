@@ -181,6 +181,10 @@ class Mask(models.Model):
         UNVERIFIED = "unverified", "Not verified"
         GOOD = "good", "Good"
         BAD = "bad", "Bad"
+        # Decided by the promoted learned verifier alone (engine/verifiers.py); the
+        # ``VerifierScore`` row of the mask names the verifier version that decided.
+        AUTO_GOOD = "auto_good", "Good (verifier)"
+        AUTO_BAD = "auto_bad", "Bad (verifier)"
 
     image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="masks")
     category = models.ForeignKey(
@@ -218,7 +222,8 @@ class Mask(models.Model):
     )
     # Verification by people (engine/verification.py), after the review: good or bad, one
     # verdict per mask of the semi-automatic and automatic stages. A bad mask is also
-    # ``review_state = rejected`` (out of the accepted set), never deleted.
+    # ``review_state = rejected`` (out of the accepted set), never deleted. auto_good /
+    # auto_bad: the promoted learned verifier decided instead of a person.
     verification_state = models.CharField(
         max_length=16, choices=VerificationState.choices, default=VerificationState.UNVERIFIED
     )
@@ -459,3 +464,99 @@ class VerificationDecision(models.Model):
     def __str__(self) -> str:
         target = f"mask {self.mask_id}" if self.kind == self.Kind.MASK else f"image {self.image_id}"
         return f"{self.verdict} on {target}"
+
+
+class VerifierVersion(models.Model):
+    """A learned mask verifier trained on the project's verification decisions
+    (engine/verifiers.py): the fitted model as a small JSON document, its thresholds, and
+    the held-out figures that decided whether it replaced the people's check.
+
+    At most one is promoted per project; while it is, the mask queue shows people only what
+    it is unsure of plus an audit sample of what it decided, and it is demoted automatically
+    when the audited decisions disagree with it too often."""
+
+    class State(models.TextChoices):
+        CANDIDATE = "candidate", "Candidate"
+        PROMOTED = "promoted", "Promoted"
+        REJECTED = "rejected", "Rejected"
+        DEMOTED = "demoted", "Demoted"
+        # Was promoted, then replaced by a newer promoted version.
+        RETIRED = "retired", "Retired"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="verifier_versions")
+    number = models.PositiveIntegerField(help_text="1, 2, ... per project")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.CANDIDATE)
+    # Why it is in its state, with figures: the gate's verdict, a demotion's agreement.
+    reason = models.TextField(blank=True)
+    # ``model.verifier.Verifier.to_dict()``: features, standardisation, weights, threshold.
+    verifier = models.JSONField(default=dict, blank=True)
+    target = models.FloatField(help_text="the precision its auto-accepted masks must reach")
+    # Auto-accept when P(good) >= threshold; auto-reject when 1 - P(good) >= reject_threshold
+    # (the same calibration on the rejected side). None: it decides nothing on that side.
+    threshold = models.FloatField(null=True, blank=True)
+    reject_threshold = models.FloatField(null=True, blank=True)
+    # Held-out figures: counts, the verifier's and the fixed SA-1B filters' precision and
+    # share accepted on the same held-out masks, the calibration (engine/verifiers.py).
+    figures = models.JSONField(default=dict, blank=True)
+    # Whose image embeddings its features read (None: no embedding, GrabCut answered).
+    model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # The newest decision it was trained on: "new decisions" are those after it.
+    last_decision = models.PositiveBigIntegerField(default=0)
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        conf.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    promoted_at = models.DateTimeField(null=True, blank=True)
+    # When it stopped deciding (demoted or retired).
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["project", "number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "number"], name="unique_verifier_version_number"
+            ),
+            models.UniqueConstraint(
+                fields=["project"],
+                condition=Q(state="promoted"),
+                name="one_promoted_verifier_version",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project} verifier v{self.number} ({self.state})"
+
+
+class VerifierScore(models.Model):
+    """What a verifier version said of one queued mask: its probability that a reviewer
+    accepts it, the call (accept / reject / unsure), and whether the mask was kept for people
+    as part of the audit sample. A confident call outside the audit sample was applied: the
+    mask became auto_good or auto_bad (``previous_review_state`` lets a demotion undo an
+    acceptance)."""
+
+    class Call(models.TextChoices):
+        ACCEPT = "accept", "Accept"
+        REJECT = "reject", "Reject"
+        UNSURE = "unsure", "Unsure"
+
+    verifier = models.ForeignKey(VerifierVersion, on_delete=models.CASCADE, related_name="scores")
+    mask = models.ForeignKey(Mask, on_delete=models.CASCADE, related_name="verifier_scores")
+    probability = models.FloatField()
+    call = models.CharField(max_length=8, choices=Call.choices)
+    audit = models.BooleanField(default=False)
+    applied = models.BooleanField(default=False)
+    previous_review_state = models.CharField(max_length=16, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["verifier", "mask"], name="one_score_per_verifier")
+        ]
+        indexes = [models.Index(fields=["verifier", "call"])]
+
+    def __str__(self) -> str:
+        return f"verifier {self.verifier_id} on mask {self.mask_id}: {self.call}"

@@ -3,7 +3,7 @@
 Defaults run everything on one machine with nothing to install: SQLite under the data dir,
 a Celery worker on kombu's filesystem transport, Channels' in-memory layer. Production sets
 ``DATABASE_URL``, ``CELERY_BROKER_URL``, ``REDIS_URL``, ``SECRET_KEY``, ``ALLOWED_HOSTS`` and
-``MASKLOOP_HTTPS=true`` (see docs/deployment.md).
+``MASKLOOP_HTTPS=true`` (see docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -191,6 +191,9 @@ MASKLOOP_MAX_IMAGE_BYTES = env_int("MASKLOOP_MAX_IMAGE_BYTES", 200 * 1024 * 1024
 MASKLOOP_JOB_STALE_SECONDS = env_int("MASKLOOP_JOB_STALE_SECONDS", 900)
 # Retraining cycles keep their snapshot and checkpoints here (a killed cycle resumes from them).
 MASKLOOP_TRAINING_DIR = Path(env_str("MASKLOOP_TRAINING_DIR", str(DATA_DIR / "training")))
+# Training processes of a retraining cycle: 0 = one per GPU the worker sees; > 1 launches each
+# chunk under torchrun (gloo on a CPU, NCCL on GPUs; docs/deploy.md).
+MASKLOOP_TRAIN_PROCESSES = env_int("MASKLOOP_TRAIN_PROCESSES", 0)
 # Images per Celery task of the automatic stage (several gpu workers share a job by chunks).
 MASKLOOP_AUTOMATIC_CHUNK = env_int("MASKLOOP_AUTOMATIC_CHUNK", 8)
 MASKLOOP_TORCH_THREADS = env_int("MASKLOOP_TORCH_THREADS", max(1, (os.cpu_count() or 2) // 2))
@@ -264,12 +267,48 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     }
 # Job state lives in our Job table; Celery keeps no results of its own.
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND") or None
-CELERY_TASK_ACKS_LATE = True
-CELERY_TASK_REJECT_ON_WORKER_LOST = True
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
+# Surviving lost hosts, a restarted broker and a restarted database (docs/multihost.md; tested
+# by tests/multihost across network namespaces). Every task may run twice: the job claim
+# (engine.jobs.run) and the once-per-job image write (engine.stages.automatic) make that safe.
+#
+# Acknowledge a task's message when it has finished, not when it starts: a worker host that
+# dies mid-task leaves the message unacknowledged, and the broker hands it to another worker.
+CELERY_TASK_ACKS_LATE = True
+# A pool process killed under a task (OOM killer, SIGKILL) requeues the message instead of
+# acknowledging it as failed.
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# One message reserved per pool process. With late acks the one it runs is that message, so a
+# gpu worker (--pool solo: one model in memory) never holds chunks that an idle gpu worker on
+# another host could run, and a lost host takes no queued work down with it.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# The longest task is a retraining cycle on a gpu worker. Past the soft limit the task gets
+# SoftTimeLimitExceeded and its job fails saying so; at the hard limit a prefork worker kills
+# the process. (--pool solo cannot enforce limits: there the reconciler below and the stale
+# check, MASKLOOP_JOB_STALE_SECONDS, stand in.)
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 24 * 3600)
+CELERY_TASK_SOFT_TIME_LIMIT = max(
+    1, CELERY_TASK_TIME_LIMIT - min(600, CELERY_TASK_TIME_LIMIT // 10)
+)
+# A late-acked message not acknowledged within the visibility timeout is given to another worker
+# (Redis, SQS). It must outlast the longest task, or a task still running would be run a second
+# time beside it; a lost host's tasks come back sooner through the reconciler.
+MASKLOOP_BROKER_VISIBILITY_TIMEOUT = CELERY_TASK_TIME_LIMIT + 3600
+if not CELERY_BROKER_URL.startswith("filesystem://"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": MASKLOOP_BROKER_VISIBILITY_TIMEOUT}
+# A worker that loses the broker lets its running tasks finish: their results are in the
+# database, and the message of a task that cannot be acknowledged any more is either still in
+# the broker (redelivered, then skipped as done) or lost with it (re-sent by the reconciler).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+# The reconciler (engine.jobs.reconcile, sent by beat every MASKLOOP_JOB_RECONCILE_SECONDS)
+# sends again the tasks of a job that made no progress for MASKLOOP_JOB_REDISPATCH_SECONDS:
+# the broker lost them (Redis keeps nothing across a restart here) or their host died. That
+# period must exceed the longest gap between two signs of life of a job (one image of the
+# automatic stage, with the model loaded), and stay below MASKLOOP_JOB_STALE_SECONDS.
+MASKLOOP_JOB_REDISPATCH_SECONDS = env_int("MASKLOOP_JOB_REDISPATCH_SECONDS", 600)
+MASKLOOP_JOB_RECONCILE_SECONDS = env_int("MASKLOOP_JOB_RECONCILE_SECONDS", 60)
 
-# Operations (docs/deployment.md): /metrics is open on loopback, or to this bearer token.
+# Operations (docs/deploy.md): /metrics is open on loopback, or to this bearer token.
 MASKLOOP_METRICS_TOKEN = env_str("MASKLOOP_METRICS_TOKEN")
 # Each /readyz check (database, broker, channel layer, storage) gets this many seconds.
 MASKLOOP_READYZ_TIMEOUT = env_int("MASKLOOP_READYZ_TIMEOUT", 3)

@@ -22,6 +22,7 @@ nested = {
     "imports": (exports.ImportViewSet, "import"),
     "review": (views.ReviewViewSet, "review"),
     "verification": (views.VerificationViewSet, "verification"),
+    "verifier": (views.VerifierViewSet, "verifier"),
 }
 for prefix, (viewset, basename) in nested.items():
     router.register(rf"projects/(?P<project_pk>\d+)/{prefix}", viewset, basename=basename)

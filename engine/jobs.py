@@ -4,13 +4,18 @@ A job is enqueued after the surrounding transaction commits (a worker must find 
 a second request for the same (kind, key) while one is active gets a Conflict, not a copy.
 Jobs never run inside the web request, even when the broker is down: then the job is marked
 failed with the reason (DECISIONS 8).
+
+A broker may lose messages (Redis restarted without persistence, a host lost with its unacked
+tasks): ``reconcile``, run periodically by Celery beat, sends again what a quiet job still
+waits for. Sending twice is harmless: a job is claimed once (``run``), and a job kind that
+hands its work to other tasks says how to re-send it (``redispatcher``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -32,6 +37,9 @@ JOB_KINDS: dict[str, tuple[str, str]] = {
     "import_dataset": ("engine.tasks.run_job", "cpu"),
     "automatic": ("engine.tasks.run_job", "gpu"),
     "retrain": ("engine.tasks.run_job", "gpu"),
+    # The learned verifier: a dozen weights on image statistics; embeddings it lacks are
+    # computed on the CPU too (DESIGN: a few seconds to minutes).
+    "train_verifier": ("engine.tasks.run_job", "cpu"),
 }
 
 
@@ -131,6 +139,9 @@ DETACHED: dict[str, Any] = {"detached": True}
 
 JobFunction = Callable[[JobContext], dict[str, Any]]
 _RUNNERS: dict[str, JobFunction] = {}
+#: kind -> re-sends the outstanding tasks of a running job of that kind; returns how many.
+Redispatcher = Callable[[Job], int]
+_REDISPATCHERS: dict[str, Redispatcher] = {}
 
 
 def runner(kind: str) -> Callable[[JobFunction], JobFunction]:
@@ -141,6 +152,71 @@ def runner(kind: str) -> Callable[[JobFunction], JobFunction]:
         return function
 
     return register
+
+
+def redispatcher(kind: str) -> Callable[[Redispatcher], Redispatcher]:
+    """Register how to re-send the work of a running job of a kind whose tasks may be lost
+    (a kind without one is left to ``fail_if_stale``: its single task cannot be told apart
+    from a slow one)."""
+
+    def register(function: Redispatcher) -> Redispatcher:
+        _REDISPATCHERS[kind] = function
+        return function
+
+    return register
+
+
+def reconcile() -> dict[str, int]:
+    """Send again what the broker may have lost; run periodically (Celery beat).
+
+    A queued job still waiting after ``MASKLOOP_JOB_REDISPATCH_SECONDS`` gets its task again
+    (``run`` claims a job once, so a second copy does nothing). A running job of a kind with a
+    redispatcher that showed no progress for that long gets its outstanding tasks again. Each
+    job is re-sent at most once per that period, so a job waiting for a worker that is not
+    there does not fill the queue.
+    """
+    quiet = timezone.now() - timedelta(seconds=settings.MASKLOOP_JOB_REDISPATCH_SECONDS)
+    jobs = tasks = 0
+    queued = Job.objects.filter(state=Job.State.QUEUED, created_at__lt=quiet)
+    for job_id in queued.values_list("pk", flat=True):
+        if _claim_redispatch(job_id, Job.State.QUEUED, quiet):
+            from engine.tasks import run_job
+
+            job = Job.objects.get(pk=job_id)
+            run_job.apply_async(args=(job.pk,), queue=JOB_KINDS[job.kind][1])
+            logger.warning("job %s was still queued: its task was sent again", job_id)
+            jobs, tasks = jobs + 1, tasks + 1
+    running = Job.objects.filter(
+        state=Job.State.RUNNING, kind__in=list(_REDISPATCHERS), heartbeat_at__lt=quiet
+    )
+    for job_id in running.values_list("pk", flat=True):
+        if _claim_redispatch(job_id, Job.State.RUNNING, quiet):
+            job = Job.objects.get(pk=job_id)
+            sent = _REDISPATCHERS[job.kind](job)
+            logger.warning("job %s made no progress: %d of its tasks were sent again", job_id, sent)
+            jobs, tasks = jobs + 1, tasks + sent
+    return {"jobs": jobs, "tasks": tasks}
+
+
+def _claim_redispatch(job_id: int, state: str, quiet: datetime) -> bool:
+    """Record a re-send in the job's params (``redispatch``: count and time) unless the job
+    moved on, or was re-sent within the quiet period (by another reconciler, too)."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(pk=job_id, state=state).first()
+        if job is None or (state == Job.State.RUNNING and (job.heartbeat_at or quiet) > quiet):
+            return False
+        last = job.params.get("redispatch", {})
+        if last.get("at") and datetime.fromisoformat(last["at"]) > quiet:
+            return False
+        job.params = {
+            **job.params,
+            "redispatch": {
+                "count": int(last.get("count", 0)) + 1,
+                "at": timezone.now().isoformat(),
+            },
+        }
+        Job.objects.filter(pk=job_id).update(params=job.params)
+    return True
 
 
 @job_logging  # every record it logs carries the job's id, kind and project
@@ -187,8 +263,14 @@ def announce(job_id: int) -> None:
         .values("id", "project_id", "kind", "state", "progress", "message")
         .first()
     )
-    if job is not None:
+    if job is None:
+        return
+    try:
         events.publish(job["project_id"], {"event": "job", **job})
+    except Exception:
+        # Pages learn of progress through the channel layer; a restarting Redis must not fail
+        # the job (the next progress report, or a page reload, tells them).
+        logger.warning("job %s: could not tell the project's pages", job_id, exc_info=True)
 
 
 def cancel(job: Job) -> bool:

@@ -7,7 +7,9 @@ A cycle, one Celery job on the ``gpu`` queue:
    (an image's side is a function of its sha256, so it never moves between cycles).
 2. **Train** with model/'s recipe, warm-started from the promoted version (DECISIONS 2), in
    chunks of steps: each chunk ends with a checkpoint, a progress report (step, loss, ETA)
-   and a cancellation check.
+   and a cancellation check. On a worker with several GPUs (or ``MASKLOOP_TRAIN_PROCESSES``
+   > 1) each chunk runs under torchrun, one DistributedDataParallel process per GPU (gloo
+   processes on a CPU), instead of in the worker's process.
 3. **Evaluate** the candidate and the promoted version (GrabCut when none) on the same
    validation objects with the interactive protocol.
 4. **Gate**: the candidate becomes a new model version, promoted only when it beats the
@@ -25,11 +27,18 @@ attempts the cycle ends failed with its reason instead of looping.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
+import multiprocessing
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -308,6 +317,9 @@ def _run_cycle(context: jobs.JobContext) -> dict[str, Any]:
     context.progress(0.9, "evaluating the candidate and the promoted version")
     figures = _evaluate(work, params, checkpoint, base)
     version = _register(project, job, work, checkpoint, base, params, figures, state)
+    from engine import verifiers  # the learned verifier's turn, once enough new verdicts
+
+    verifier_job = verifiers.train_if_due(project, user=job.created_by)
     return {
         "work": str(work),
         "attempts": state["attempts"],
@@ -315,6 +327,7 @@ def _run_cycle(context: jobs.JobContext) -> dict[str, Any]:
         "candidate": version.number,
         "promoted": version.state == ModelVersion.State.PROMOTED,
         "figures": figures,
+        "verifier_job": verifier_job.pk if verifier_job is not None else None,
     }
 
 
@@ -326,6 +339,7 @@ def _train(
 
     out = work / "train"
     steps = int(params["steps"])
+    processes = train_processes()
     started = time.monotonic()
     done_before: int | None = None
     while True:
@@ -356,18 +370,170 @@ def _train(
         cfg.threads = int(settings.MASKLOOP_TORCH_THREADS)
         cfg.val_images = 0
         cfg.progress = False
-        summary = train(cfg, echo=lambda _message: None)
+        if processes > 1:
+            summary = train_distributed(cfg, processes, log=work / "torchrun.log")
+        else:
+            summary = train(cfg, echo=lambda _message: None)
         step = int(summary["steps"])
         if done_before is None:
             done_before = step - int(summary["steps_this_run"])
         rate = (time.monotonic() - started) / max(step - done_before, 1)
         eta = rate * (steps - step)
+        on = f" on {processes} processes" if processes > 1 else ""
         context.progress(
             0.85 * step / steps,
-            f"step {step}/{steps}, loss {summary['loss_end']:.3f}, ETA {_duration(eta)}",
+            f"step {step}/{steps}{on}, loss {summary['loss_end']:.3f}, ETA {_duration(eta)}",
         )
         if step >= steps or context.cancelled():
             return out / MODEL_FILE
+        if summary.get("stopped_by") == "signal" or _worker_stopping():
+            if (
+                summary.get("stopped_by") == "signal"
+                and processes == 1
+                and multiprocessing.current_process().name == "MainProcess"
+            ):
+                # The training loop took the worker's SIGTERM (or SIGINT) to end this chunk at
+                # a checkpoint, so Celery never saw it: hand it on, and its warm shutdown
+                # ends the worker once this task returns. (A prefork pool process is not
+                # the worker: its parent decides when it stops.)
+                signal.raise_signal(signal.SIGTERM)
+            # Told to stop: end the cycle at this checkpoint rather than train on for what
+            # may be hours past any stop timeout. The message marks it as a lost worker's,
+            # whose folder the next launch adopts (the same snapshot, training resumed).
+            raise RuntimeError(
+                f"worker lost: it was told to stop at step {step}/{steps}; launching the "
+                "cycle again resumes from that checkpoint"
+            )
+
+
+def _worker_stopping() -> bool:
+    """Whether this Celery worker began a warm shutdown (SIGTERM) while the task ran."""
+    from celery.worker import state
+
+    return state.should_stop is not None and state.should_stop is not False
+
+
+def train_processes() -> int:
+    """Training processes per cycle: ``MASKLOOP_TRAIN_PROCESSES`` when set (> 0), else one
+    per GPU this worker sees (1 without a GPU: in the worker's own process)."""
+    configured = settings.MASKLOOP_TRAIN_PROCESSES
+    if configured > 0:
+        return configured
+    import torch
+
+    return max(1, torch.cuda.device_count())
+
+
+def train_distributed(cfg: Any, processes: int, *, log: Path) -> dict[str, Any]:
+    """One chunk of training under torchrun: ``processes`` DistributedDataParallel ranks
+    (NCCL on GPUs, gloo on CPUs), each taking ``cfg.batch_images`` images per step (the global
+    batch is ``processes`` x that); rank 0 writes the checkpoint and the log. Returns the
+    chunk's summary as rank 0 logged it. Raises with the log's tail when training fails."""
+    import torch
+
+    from model.train.loop import LOG_FILE
+
+    if not torch.cuda.is_available():
+        # CPU ranks share the cores the worker was given, rather than each taking them all.
+        cfg = dataclasses.replace(cfg, threads=max(1, cfg.threads // processes))
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",  # a rendezvous of its own on a free local port
+        "--nproc-per-node",
+        str(processes),
+        "-m",
+        "model.train",
+        *train_command_line(cfg),
+    ]
+    env = dict(os.environ)
+    root = str(Path(settings.BASE_DIR))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    env.setdefault("OMP_NUM_THREADS", str(max(1, cfg.threads)))
+    out = Path(cfg.out)
+    ends_before = len(_log_events(out / LOG_FILE, "end"))
+    with log.open("ab") as sink:
+        sink.write(f"$ {' '.join(command)}\n".encode())
+        sink.flush()
+        done = subprocess.run(
+            command,
+            cwd=root,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            check=False,
+            # A worker killed mid-chunk takes its training with it (torchrun then stops its
+            # ranks): the cycle's next attempt resumes from the checkpoint, never beside a
+            # run still writing into the same folder.
+            preexec_fn=_die_with_parent(),
+        )
+    ends = _log_events(out / LOG_FILE, "end")
+    stopped = len(ends) > ends_before and ends[-1].get("stopped_by") == "signal"
+    if stopped:
+        # A stop signal reached the ranks (torchrun, told to stop, passes it on, then exits
+        # non-zero): they ended at a checkpoint, which is all the caller needs.
+        return ends[-1]
+    if done.returncode != 0 or len(ends) <= ends_before:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise RuntimeError(
+            f"distributed training ({processes} processes) failed with exit code "
+            f"{done.returncode}; the end of {log}:\n{tail}"
+        )
+    return ends[-1]
+
+
+def train_command_line(cfg: Any) -> list[str]:
+    """``python -m model.train`` options for a ``TrainConfig``: every field that differs from
+    the default, through the command line's own parser (a field it lacks is an error here, not
+    a silently different run)."""
+    from model.train.__main__ import build_parser
+    from model.train.loop import TrainConfig
+
+    options = {a.dest: a for a in build_parser()._actions if a.option_strings}
+    default = TrainConfig(config="", sets=[])
+    argv: list[str] = []
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(cfg, f.name)
+        if value == getattr(default, f.name):
+            continue
+        if f.name == "progress":
+            argv.append("--no-progress")
+            continue
+        action = options.get(f.name)
+        if action is None:
+            raise ValueError(f"training option {f.name} has no command-line form")
+        flag = max(action.option_strings, key=len)
+        if isinstance(value, bool):
+            if value:
+                argv.append(flag)
+            continue
+        argv += [flag, ",".join(value) if isinstance(value, list) else str(value)]
+    return argv
+
+
+def _log_events(path: Path, event: str) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    records = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return [r for r in records if r.get("event") == event]
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the child sent SIGTERM when the worker dies (Linux's
+    PR_SET_PDEATHSIG); None elsewhere. The C library is loaded here, in the parent: the
+    forked child only makes the call (no loading, no locks, between fork and exec)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_set_pdeathsig = 1
+
+    def arm() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+    return arm
 
 
 def _duration(seconds: float) -> str:

@@ -73,6 +73,12 @@ def quality(project: Project, *, source: str = MaskSource.AUTOMATIC) -> list[dic
     if source not in SOURCES:
         raise InvalidInput(f"source must be one of {list(SOURCES)}")
     masks = Mask.objects.filter(image__project=project, source_stage=source)
+    # A mask the learned verifier decided alone was judged by no person: an auto-accepted one
+    # counted as IoU 1 would make the version look as good as the verifier's own threshold
+    # (engine/verifiers.py). The figures are people's.
+    judged = masks.exclude(
+        verification_state__in=[Mask.VerificationState.AUTO_GOOD, Mask.VerificationState.AUTO_BAD]
+    )
     out = []
     numbers = (
         masks.exclude(model_version=None)
@@ -81,7 +87,7 @@ def quality(project: Project, *, source: str = MaskSource.AUTOMATIC) -> list[dic
         .order_by("model_version__number")
     )
     for version_id, number in numbers:
-        of_version = masks.filter(model_version_id=version_id)
+        of_version = judged.filter(model_version_id=version_id)
         counts = {state: of_version.filter(review_state=state).count() for state in REVIEWED}
         reviewed = sum(counts.values())
         ious = [1.0] * counts[Mask.ReviewState.ACCEPTED]
@@ -99,7 +105,7 @@ def quality(project: Project, *, source: str = MaskSource.AUTOMATIC) -> list[dic
         out.append(
             {
                 "version": number,
-                "masks": of_version.count(),
+                "masks": masks.filter(model_version_id=version_id).count(),
                 "reviewed": reviewed,
                 "accepted": counts[Mask.ReviewState.ACCEPTED],
                 "fixed": counts[Mask.ReviewState.FIXED],

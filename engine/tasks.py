@@ -5,15 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
+from django.db import InterfaceError, OperationalError
 
 from annotator.models import Image, ModelVersion
-from engine import embeddings, exports, importing, jobs, retraining
+from engine import embeddings, exports, importing, jobs, retraining, verifiers
 from engine.io import imports
 from engine.stages import automatic
 
 # Imported for their @jobs.runner registrations.
-__all__ = ["automatic", "exports", "imports", "retraining"]
+__all__ = ["automatic", "exports", "imports", "retraining", "verifiers"]
 
 
 @shared_task(name="engine.tasks.run_job")
@@ -21,14 +22,32 @@ def run_job(job_id: int) -> None:
     jobs.run(job_id)
 
 
-@shared_task(name="engine.tasks.automatic_chunk")
-def automatic_chunk(chunk_id: int) -> None:
+#: A chunk that lost the database is tried again after 2, 4, ... 60 s, for about half an hour;
+#: after that the reconciler still sends it again once the database is back.
+DATABASE_RETRIES = 30
+
+
+@shared_task(bind=True, name="engine.tasks.automatic_chunk")
+def automatic_chunk(self: Task, chunk_id: int) -> None:
     """One chunk of an automatic-stage job (queued on ``gpu``)."""
     try:
         automatic.run_chunk(chunk_id)
+    except (OperationalError, InterfaceError) as exc:
+        # The database went away (a restart, a fail-over). The image in flight was written in
+        # one transaction, so nothing half-stored is left; the chunk resumes where it stopped.
+        # Marking the chunk failed would need the database too.
+        countdown = min(2 ** (self.request.retries + 1), 60)
+        raise self.retry(exc=exc, countdown=countdown, max_retries=DATABASE_RETRIES) from exc
     except Exception as exc:
         automatic.fail_chunk(chunk_id, f"{type(exc).__name__}: {exc}")
         raise
+
+
+@shared_task(name="engine.tasks.reconcile_jobs")
+def reconcile_jobs() -> dict[str, int]:
+    """Periodic (Celery beat): send again the tasks of quiet jobs that the broker may have
+    lost (engine.jobs.reconcile)."""
+    return jobs.reconcile()
 
 
 @shared_task(name="engine.tasks.retraining_schedule")

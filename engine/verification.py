@@ -27,17 +27,41 @@ and a copy of the mask's (or image's) fields at that time.
 The sample: ``project.settings["verification"]["sample"]`` (default 1, every mask). A mask is
 in it when a fixed hash of its id (Knuth's multiplicative hash, ``sample_key``) falls below
 the fraction, so the same mask is always in or out, and the database filters on it.
+
+A learned verifier (engine/verifiers.py, docs/verification.md) takes over part of the mask
+check once one is promoted: every queued mask gets its score, a confident call outside the
+audit sample (``in_audit``) decides the mask alone (``auto_good`` / ``auto_bad``), and people
+see the rest. Scores are given by the verifier's training job to the whole queue when it is
+promoted, and by ``next_mask`` to the masks that reached the queue since (those of the drawn
+mask's image, before it is shown). A person's verdict on an audited mask measures the
+verifier's agreement and may demote it (``verifiers.after_decision``).
+
+The image check ranks the images (``exhaustivity_score``): the share of the image no kept
+mask covers, weighted by how object-like the uncovered parts are, so that the images most
+likely to hold missed objects are checked first.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
+import threading
+from collections import OrderedDict
 from typing import Any
 
+import numpy as np
 from django.db import transaction
 from django.db.models import Avg, BigIntegerField, Count, ExpressionWrapper, F, QuerySet
 
-from annotator.models import Image, Mask, Project, VerificationDecision
+from annotator.models import (
+    Image,
+    Mask,
+    Project,
+    VerificationDecision,
+    VerifierScore,
+    VerifierVersion,
+)
+from engine import rle
 from engine.errors import Conflict, InvalidInput
 from engine.review import SOURCES
 
@@ -55,22 +79,92 @@ READY = (Image.State.ANNOTATED, Image.State.REVIEWED)
 HASH_MULTIPLIER = 2_654_435_761
 HASH_RANGE = 2**32
 MAX_POINTS = 100
+#: The exhaustivity check ranks this many images of its queue (the oldest) per draw: ranking
+#: decodes every mask of an image, so the whole queue would be too slow to rank per request.
+RANK_WINDOW = 50
+#: Weight of an uncovered pixel no model mask claims; one inside a model mask (an object the
+#: model saw there) weighs between this and 1, by the mask's predicted IoU.
+BACKGROUND_WEIGHT = 0.5
+#: How many images ``next_mask`` scores with the verifier before it shows a mask anyway.
+LAZY_SCORED_IMAGES = 10
+
+#: ``settings["verification"]``: name -> (default, lowest, highest, whole number).
+OPTIONS: dict[str, tuple[float, float, float, bool]] = {
+    # The share of the model's masks people verify (a fixed hash sample).
+    "sample": (1.0, 0.0, 1.0, False),
+    # The precision the verifier's auto-accepted masks must reach (SA-1B's 94%, DECISIONS 14).
+    "target": (0.94, 0.5, 0.999, False),
+    # The share of the verifier's confident calls still shown to people, to measure it.
+    "audit": (0.05, 0.0, 1.0, False),
+    # How many of the latest audited decisions the agreement is measured on.
+    "audit_window": (30, 5, 1000, True),
+}
 
 
-# --------------------------------------------------------------------------- the sample
+# --------------------------------------------------------------------------- settings
+
+
+def check_settings(options: Any) -> dict[str, Any]:
+    """``settings["verification"]`` checked: an object of known names with values in range
+    (InvalidInput naming the bad one). The project serializer refuses a bad one on save."""
+    if not isinstance(options, dict):
+        raise InvalidInput('settings["verification"] must be an object, e.g. {"sample": 0.2}')
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise InvalidInput(
+            f'unknown settings["verification"] names {unknown}; known: {sorted(OPTIONS)}'
+        )
+    for name in options:
+        option(options, name)
+    return options
+
+
+def option(options: dict[str, Any], name: str) -> float:
+    default, low, high, whole = OPTIONS[name]
+    value = options.get(name, default)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not low <= value <= high
+        or (whole and value != int(value))
+    ):
+        kind = "a whole number" if whole else "a number"
+        raise InvalidInput(
+            f'settings["verification"]["{name}"] must be {kind} from {low:g} to {high:g}, '
+            f"not {value!r}",
+            field=name,
+        )
+    return float(value)
+
+
+def _options(project: Project) -> dict[str, Any]:
+    options = project.settings.get("verification") or {}
+    if not isinstance(options, dict):
+        raise InvalidInput('settings["verification"] must be an object, e.g. {"sample": 0.2}')
+    return options
 
 
 def sample_fraction(project: Project) -> float:
     """The share of masks people verify, from ``settings["verification"]["sample"]``."""
-    options = project.settings.get("verification") or {}
-    if not isinstance(options, dict):
-        raise InvalidInput('settings["verification"] must be an object, e.g. {"sample": 0.2}')
-    value = options.get("sample", 1.0)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise InvalidInput(
-            f'settings["verification"]["sample"] must be a number from 0 to 1, not {value!r}'
-        )
-    return float(value)
+    return option(_options(project), "sample")
+
+
+def target_precision(project: Project) -> float:
+    """The precision a verifier must reach, ``settings["verification"]["target"]``."""
+    return option(_options(project), "target")
+
+
+def audit_fraction(project: Project) -> float:
+    """The share of a verifier's confident calls people still see, ``...["audit"]``."""
+    return option(_options(project), "audit")
+
+
+def audit_window(project: Project) -> int:
+    """How many audited decisions the verifier's agreement is measured on."""
+    return int(option(_options(project), "audit_window"))
+
+
+# --------------------------------------------------------------------------- the sample
 
 
 def sample_key(mask_id: int) -> int:
@@ -80,6 +174,14 @@ def sample_key(mask_id: int) -> int:
 
 def in_sample(mask_id: int, fraction: float) -> bool:
     return sample_key(mask_id) < round(fraction * HASH_RANGE)
+
+
+def in_audit(mask_id: int, fraction: float) -> bool:
+    """Whether a mask the verifier is confident about is still shown to people. A hash of
+    its own, independent of ``sample_key``: with the same key, the audit would be the masks
+    of lowest key, all inside the verification sample, and its share of it not ``fraction``."""
+    digest = hashlib.blake2b(f"audit:{mask_id}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") < round(fraction * HASH_RANGE)
 
 
 def _sampled(masks: QuerySet[Mask], fraction: float) -> QuerySet[Mask]:
@@ -125,15 +227,9 @@ def _draw(rows: QuerySet[Any], rng: random.Random | None) -> Any:
     return found if found is not None else rows.order_by("pk").first()
 
 
-def next_mask(
-    project: Project,
-    *,
-    exclude: list[int] | None = None,
-    image_id: int | None = None,
-    rng: random.Random | None = None,
+def _next_mask(
+    project: Project, exclude: list[int] | None, image_id: int | None, rng: random.Random | None
 ) -> Mask | None:
-    """The next mask to verify: another of ``image_id`` while it has some (the reviewer keeps
-    the image in view), else one drawn at random; ``exclude``: ids skipped in this sitting."""
     masks = mask_queue(project).select_related("image", "created_by", "updated_by")
     if exclude:
         masks = masks.exclude(pk__in=exclude)
@@ -144,13 +240,113 @@ def next_mask(
     return _draw(masks, rng)
 
 
+def next_mask(
+    project: Project,
+    *,
+    exclude: list[int] | None = None,
+    image_id: int | None = None,
+    rng: random.Random | None = None,
+) -> Mask | None:
+    """The next mask to verify: another of ``image_id`` while it has some (the reviewer keeps
+    the image in view), else one drawn at random; ``exclude``: ids skipped in this sitting.
+
+    With a promoted verifier, a drawn mask it has not scored yet (it reached the queue after
+    the promotion) is scored first, with the other new masks of its image; when the verifier
+    decides it alone, another is drawn. After ``LAZY_SCORED_IMAGES`` images the mask is shown
+    as it is: a person's verdict is never wrong to ask for."""
+    import engine.verifiers as verifiers
+
+    verifier = verifiers.promoted(project)
+    mask = _next_mask(project, exclude, image_id, rng)
+    if verifier is None:
+        return mask
+    for _ in range(LAZY_SCORED_IMAGES):
+        if mask is None or verifiers.scored(verifier, mask):
+            return mask
+        if not verifiers.score_image_safely(verifier, mask.image):
+            return mask  # the verifier could not score it (logged): people see it
+        if mask_queue(project).filter(pk=mask.pk).exists():
+            return _reloaded(mask)  # still the people's: unsure, or in the audit
+        mask = _next_mask(project, exclude, image_id, rng)
+    return mask
+
+
+def _reloaded(mask: Mask) -> Mask:
+    return Mask.objects.select_related("image", "created_by", "updated_by").get(pk=mask.pk)
+
+
 def next_image(
     project: Project, *, exclude: list[int] | None = None, rng: random.Random | None = None
 ) -> Image | None:
+    """The image most likely to hold objects nobody masked, among the first ``RANK_WINDOW``
+    of the queue (by ``exhaustivity_score``; ties to the older image). ``rng`` is unused: the
+    order is the ranking."""
     images = image_queue(project)
     if exclude:
         images = images.exclude(pk__in=exclude)
-    return _draw(images, rng)
+    window = list(images.order_by("pk")[:RANK_WINDOW])
+    if not window:
+        return None
+    return max(window, key=lambda image: (exhaustivity_score(image)["score"], -image.pk))
+
+
+# --------------------------------------------------------------------------- exhaustivity rank
+
+_scores_lock = threading.Lock()
+_scores: OrderedDict[tuple[Any, ...], dict[str, float]] = OrderedDict()
+_SCORES_KEPT = 4096
+
+
+def exhaustivity_score(image: Image) -> dict[str, float]:
+    """How likely the image is to hold objects nobody masked.
+
+    ``uncovered``: the share of its pixels no kept mask covers. ``object_like``: the share of
+    its pixels uncovered but inside one of the model's masks of it (automatic or semi-automatic,
+    kept or not: a rejected one, or one of a low-threshold run, still marks a place where the
+    model saw an object). ``score``: the uncovered pixels weighted, ``BACKGROUND_WEIGHT`` each,
+    or up to 1 inside a model mask (by its predicted IoU), over all pixels. An image without
+    model masks is ranked by its plain uncovered share (times ``BACKGROUND_WEIGHT``).
+
+    Cached per process on the image's masks as they are (ids, revisions, review states)."""
+    rows = list(
+        Mask.objects.filter(image=image)
+        .order_by("pk")
+        .values_list(
+            "pk", "revision", "review_state", "source_stage", "rle_counts", "predicted_iou"
+        )
+    )
+    key = (image.pk, image.height, image.width, tuple((r[0], r[1], r[2]) for r in rows))
+    with _scores_lock:
+        cached = _scores.get(key)
+        if cached is not None:
+            _scores.move_to_end(key)
+            return cached
+    covered = np.zeros((image.height, image.width), dtype=bool)
+    weight = np.full((image.height, image.width), BACKGROUND_WEIGHT, dtype=np.float32)
+    candidates = 0
+    for _, _, review_state, source, counts, predicted_iou in rows:
+        pixels = rle.to_mask(rle.Rle(image.height, image.width, counts))
+        if review_state != Mask.ReviewState.REJECTED:
+            covered |= pixels
+        if source in SOURCES:
+            candidates += 1
+            likeness = 0.5 if predicted_iou is None else min(max(predicted_iou, 0.0), 1.0)
+            inside = BACKGROUND_WEIGHT + (1 - BACKGROUND_WEIGHT) * likeness
+            np.maximum(weight, np.where(pixels, inside, 0).astype(np.float32), out=weight)
+    total = float(image.height * image.width) or 1.0
+    open_pixels = ~covered
+    object_like = open_pixels & (weight > BACKGROUND_WEIGHT)
+    result = {
+        "uncovered": round(float(open_pixels.sum()) / total, 4),
+        "object_like": round(float(object_like.sum()) / total, 4),
+        "score": round(float(weight[open_pixels].sum()) / total, 6),
+        "model_masks": float(candidates),
+    }
+    with _scores_lock:
+        _scores[key] = result
+        while len(_scores) > _SCORES_KEPT:
+            _scores.popitem(last=False)
+    return result
 
 
 def kept_masks(image: Image) -> QuerySet[Mask]:
@@ -186,6 +382,27 @@ def mask_fields(mask: Mask) -> dict[str, Any]:
         "revision": mask.revision,
         "created_by": mask.created_by.get_username() if mask.created_by else None,
         "created_at": mask.created_at.isoformat(),
+        "verifier": verifier_call(mask),
+    }
+
+
+def verifier_call(mask: Mask) -> dict[str, Any] | None:
+    """What the promoted verifier said of the mask, if it scored it: kept with a person's
+    verdict, it tells an audit (a confident call shown anyway) from an unsure mask, and the
+    audits measure the verifier's agreement with people."""
+    score = (
+        VerifierScore.objects.filter(mask=mask, verifier__state=VerifierVersion.State.PROMOTED)
+        .select_related("verifier")
+        .first()
+    )
+    if score is None:
+        return None
+    return {
+        "version": score.verifier_id,
+        "number": score.verifier.number,
+        "probability": round(score.probability, 4),
+        "call": score.call,
+        "audit": score.audit,
     }
 
 
@@ -259,7 +476,7 @@ def verify_mask(
             "updated_at",
         ]
     )
-    return VerificationDecision.objects.create(
+    decision = VerificationDecision.objects.create(
         project=project,
         image_id=mask.image_id,
         mask=mask,
@@ -270,6 +487,11 @@ def verify_mask(
         seconds=seconds,
         user=user,
     )
+    if snapshot["verifier"] is not None:
+        import engine.verifiers as verifiers
+
+        verifiers.after_decision(decision)  # an audit: may demote the verifier
+    return decision
 
 
 def _check_points(points: Any, image: Image, verdict: str) -> list[list[float]]:
@@ -368,6 +590,26 @@ def feedback(image: Image) -> dict[str, Any]:
             "note": d.note,
         }
         for d in bad
+    ]
+    # Masks the learned verifier rejected alone: shown the same way, naming the verifier.
+    auto = (
+        VerifierScore.objects.filter(
+            mask__image=image,
+            call=VerifierScore.Call.REJECT,
+            applied=True,
+            mask__verification_state=Mask.VerificationState.AUTO_BAD,
+        )
+        .select_related("verifier")
+        .order_by("pk")
+    )
+    rejected += [
+        {
+            "mask": score.mask_id,
+            "by": f"verifier v{score.verifier.number}",
+            "at": score.created_at,
+            "note": f"P(good) = {score.probability:.2f}",
+        }
+        for score in auto
     ]
     last = (
         VerificationDecision.objects.filter(image=image, kind=Kind.EXHAUSTIVITY)

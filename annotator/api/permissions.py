@@ -80,6 +80,15 @@ PERMISSIONS: dict[str, dict[str, frozenset[str]]] = {
         "summary": REVIEWERS,
         "feedback": MEMBERS,
     },
+    # The learned verifier: reviewers read its versions and figures; admins train it and
+    # demote it by hand (it is promoted only by its gate, demoted also by its audit).
+    "verifier": {
+        "list": REVIEWERS,
+        "retrieve": REVIEWERS,
+        "summary": REVIEWERS,
+        "train": ADMIN,
+        "demote": ADMIN,
+    },
 }
 
 # Fields only some roles may change, checked in addition to the action.

@@ -19,7 +19,10 @@ from annotator.models import (
     PromptLog,
     Stage,
     VerificationDecision,
+    VerifierVersion,
 )
+from engine import verification
+from engine.errors import EngineError
 from engine.jobs import JOB_KINDS
 from engine.projects import role_of
 
@@ -52,6 +55,18 @@ class ProjectSerializer(serializers.ModelSerializer[Project]):
         if project.pk in roles:
             return roles[project.pk]
         return role_of(self.context["request"].user, project)
+
+    def validate_settings(self, value: Any) -> Any:
+        """The engine reads ``settings`` as an object; its verification part (sample, the
+        verifier's target and audit) is checked on save rather than at its first use."""
+        if not isinstance(value, dict):
+            raise serializers.ValidationError('settings must be an object, e.g. {"semi": {}}')
+        if "verification" in value:
+            try:
+                verification.check_settings(value["verification"])
+            except EngineError as exc:
+                raise serializers.ValidationError(exc.message) from None
+        return value
 
 
 class MembershipSerializer(serializers.ModelSerializer[Membership]):
@@ -382,5 +397,38 @@ class VerificationDecisionSerializer(serializers.ModelSerializer[VerificationDec
             "snapshot",
             "user",
             "created_at",
+        ]
+        read_only_fields = fields
+
+
+class VerifierVersionSerializer(serializers.ModelSerializer[VerifierVersion]):
+    """A learned verifier version with its gate's figures (engine/verifiers.py)."""
+
+    model_version: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="number", read_only=True
+    )
+    created_by: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True
+    )
+
+    class Meta:
+        model = VerifierVersion
+        fields = [
+            "id",
+            "number",
+            "state",
+            "reason",
+            "target",
+            "threshold",
+            "reject_threshold",
+            "figures",
+            "model_version",
+            "last_decision",
+            "job",
+            "verifier",
+            "created_by",
+            "created_at",
+            "promoted_at",
+            "ended_at",
         ]
         read_only_fields = fields

@@ -32,6 +32,7 @@ from annotator.models import (
     PromptLog,
     Stage,
     VerificationDecision,
+    VerifierVersion,
 )
 from engine import (
     assignment,
@@ -43,6 +44,7 @@ from engine import (
     retraining,
     review,
     verification,
+    verifiers,
 )
 from engine import images as image_service
 from engine.errors import Conflict, DuplicateImage, EngineError, InvalidInput
@@ -657,6 +659,46 @@ class VerificationViewSet(
         if image is None:
             raise Http404("no such image in this project")
         return Response(verification.feedback(image))
+
+
+class VerifierViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet[VerifierVersion]):
+    """The project's learned verifier (engine/verifiers.py): its versions with the figures
+    that promoted or rejected each, training one, its summary, and demoting it by hand."""
+
+    resource = "verifier"
+    serializer_class = s.VerifierVersionSerializer
+    filterset_fields = ["state"]
+
+    def scoped_queryset(self) -> QuerySet[VerifierVersion]:
+        return VerifierVersion.objects.filter(project=self.get_project()).select_related(
+            "model_version", "created_by"
+        )
+
+    @extend_schema(request=None, responses={202: s.JobSerializer})
+    @action(detail=False, methods=["post"])
+    def train(self, request: Request, project_pk: str) -> Response:
+        """Train a verifier on the project's mask verdicts (a cpu job). It is promoted only
+        if, on held-out verdicts, it accepts more masks than SA-1B's fixed filters at the
+        project's target precision. 400 with the counts when there are too few verdicts."""
+        job = verifiers.enqueue(self.get_project(), user=request.user)
+        return Response(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(responses={200: dict})
+    @action(detail=False, methods=["get"])
+    def summary(self, request: Request, project_pk: str) -> Response:
+        """The settings (target, audit), the verdicts training would use, and the promoted
+        version's calls, audit agreement and masks not scored yet."""
+        return Response(verifiers.summary(self.get_project()))
+
+    @extend_schema(request=None, responses={200: s.VerifierVersionSerializer})
+    @action(detail=True, methods=["post"])
+    def demote(self, request: Request, project_pk: str, pk: str) -> Response:
+        """Stop the promoted version deciding: people see every mask again, and the masks it
+        accepted alone go back to the queue (409 for a version not promoted)."""
+        version = verifiers.demote(
+            self.get_object(), reason=f"demoted by {request.user.get_username()}"
+        )
+        return Response(self.get_serializer(version).data)
 
 
 class PromptLogViewSet(

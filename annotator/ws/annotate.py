@@ -11,6 +11,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from annotator.metrics import CLICK_TO_MASK_SECONDS
 from annotator.models import Image
+from annotator.ws import shutdown
 from engine.errors import EngineError
 from engine.predictors import answering_version
 from engine.projects import role_of
@@ -24,7 +25,8 @@ class AnnotateConsumer(AsyncWebsocketConsumer):
     "box": null, "mask_input": null, "multimask": true, "hq": true}`` (``hq`` only where
     ``ready`` said the version has an HQ head; false answers with its base model). Answers:
     ``ready`` once the image's predictor is set, then ``prediction`` or ``error`` (same
-    ``id``) per message."""
+    ``id``) per message. When the web process stops: ``restart`` (with ``retry_ms``), then
+    close code 4012 ("service restart"); the client reconnects and gets a new ``ready`` (annotator.ws.shutdown)."""
 
     session: assisted.ClickSession | None = None
 
@@ -35,6 +37,10 @@ class AnnotateConsumer(AsyncWebsocketConsumer):
             await self.close(code=4403)  # same answer for a missing and a foreign image
             return
         await self.accept()
+        if shutdown.draining():  # this process is going: straight to one that stays
+            await self.close_for_restart()
+            return
+        shutdown.track(self)
         version = await database_sync_to_async(_answering_version)(image)
         try:
             # The encoder may run here: off the event loop and off the database thread.
@@ -83,6 +89,20 @@ class AnnotateConsumer(AsyncWebsocketConsumer):
             await self._send({"type": "error", "id": message_id, "detail": exc.message})
             return
         await self._send({"type": "prediction", "id": message_id, **answer.as_dict()})
+
+    async def disconnect(self, code: int) -> None:
+        shutdown.forget(self)
+
+    async def close_for_restart(self) -> None:
+        """The reconnect hint, then close code 4012 ("service restart")."""
+        await self._send(
+            {
+                "type": "restart",
+                "detail": "the server is restarting; reconnect",
+                "retry_ms": shutdown.RETRY_MS,
+            }
+        )
+        await self.close(code=shutdown.RESTART_CODE)
 
     async def _send(self, payload: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(payload))

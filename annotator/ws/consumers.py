@@ -8,6 +8,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from annotator.models import Project
+from annotator.ws import shutdown
 from engine.events import project_group
 from engine.projects import role_of
 
@@ -25,10 +26,20 @@ class ProjectEventsConsumer(AsyncJsonWebsocketConsumer):
         self.group = project_group(project_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
+        if shutdown.draining():
+            await self.close_for_restart()
+            return
+        shutdown.track(self)
 
     async def disconnect(self, code: int) -> None:
+        shutdown.forget(self)
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def close_for_restart(self) -> None:
+        """Close code 4012 ("service restart"): the page may reconnect at once. No JSON
+        message: this socket's messages are the project's events."""
+        await self.close(code=shutdown.RESTART_CODE)
 
     async def project_event(self, event: dict[str, Any]) -> None:
         await self.send_json(event["payload"])

@@ -11,6 +11,14 @@ that the image is done. A re-run therefore replaces instead of duplicating; a ch
 redelivered after its worker died skips the images its job already did; and a new job with
 ``images="pending"`` continues with the images not yet done. Masks a reviewer has already
 accepted or fixed are kept, and a new mask that repeats one of them is not added again.
+
+Fault tolerant across hosts (docs/multihost.md). Within one job an image is stored at most
+once, checked under the image's row lock, so two deliveries of one chunk (a re-sent task, a
+redelivered message) never store it twice. A job whose chunks made no progress for
+``MASKLOOP_JOB_REDISPATCH_SECONDS`` gets its unfinished chunks sent again by the reconciler
+(``engine.jobs.reconcile``): their worker died, or the broker lost them. A lost database
+connection is the database's fault, not the image's: the chunk task is retried instead of
+recording the image as failed.
 """
 
 from __future__ import annotations
@@ -20,8 +28,9 @@ import logging
 import time
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -40,6 +49,10 @@ from engine import images as image_service
 from engine.errors import Conflict, InvalidInput
 
 logger = logging.getLogger(__name__)
+
+#: Raised out of a chunk instead of being recorded as the image's failure: the database went
+#: away (the task is retried), or the task ran out of time (the chunk fails, saying so).
+NOT_THE_IMAGES_FAULT = (OperationalError, InterfaceError, SoftTimeLimitExceeded)
 
 KIND = "automatic"
 SELECTIONS = ("pending", "all")
@@ -194,7 +207,7 @@ def run_here(
         image = Image.objects.filter(pk=image_id, project=project).first()
         if image is not None:
             try:
-                masks += label_image(image, version, generator, job=None, preset=preset)
+                masks += label_image(image, version, generator, job=None, preset=preset) or 0
             except Exception as exc:
                 failures.append({"image": image_id, "error": str(exc)[:300]})
         if on_progress is not None:
@@ -238,9 +251,14 @@ def _start(context: jobs.JobContext) -> dict[str, Any]:
 
 
 def run_chunk(chunk_id: int) -> None:
-    """The work of one chunk task; safe to run again after its worker died."""
+    """The work of one chunk task; safe to run again, and twice at once."""
     chunk = JobChunk.objects.select_related("job").filter(pk=chunk_id).first()
-    if chunk is None or chunk.state not in Job.ACTIVE_STATES:
+    if chunk is None:
+        return
+    if chunk.state not in Job.ACTIVE_STATES:
+        # A copy of a finished chunk. The job may still wait for its outcome: the task that
+        # finished the chunk may have lost the database before recording it.
+        _finish_if_complete(chunk.job_id)
         return
     job = chunk.job
     if job.state != Job.State.RUNNING:
@@ -248,6 +266,14 @@ def run_chunk(chunk_id: int) -> None:
         _finish_if_complete(job.pk)
         return
     JobChunk.objects.filter(pk=chunk.pk).update(state=Job.State.RUNNING)
+    # A sign of life before the model loads: the reconciler must not take this chunk as lost.
+    Job.objects.filter(pk=job.pk, state=Job.State.RUNNING).update(heartbeat_at=timezone.now())
+    logger.info(
+        "automatic stage: job %s chunk %s started (%d images)",
+        job.pk,
+        chunk.pk,
+        len(chunk.image_ids),
+    )
     version = ModelVersion.objects.get(pk=job.params["version"])
     generator = _generator(version, job.params["preset"], job.params.get("settings", {}))
     done_here = set(
@@ -267,7 +293,7 @@ def run_chunk(chunk_id: int) -> None:
         image = Image.objects.filter(pk=image_id, project_id=job.project_id).first()
         if image is not None:
             try:
-                label_image(
+                stored = label_image(
                     image,
                     version,
                     generator,
@@ -275,9 +301,24 @@ def run_chunk(chunk_id: int) -> None:
                     preset=job.params["preset"],
                     source=job.params.get("source", MaskSource.AUTOMATIC),
                 )
+            except NOT_THE_IMAGES_FAULT:
+                raise
             except Exception as exc:  # one bad image must not stop the others
                 logger.exception("automatic stage: image %s failed", image_id)
                 failures.append({"image": image_id, "error": str(exc)[:300]})
+            else:
+                if stored is None:
+                    logger.info(
+                        "automatic stage: image %s was already stored by job %s", image_id, job.pk
+                    )
+                else:
+                    logger.info(
+                        "automatic stage: job %s chunk %s labelled image %s (%d masks)",
+                        job.pk,
+                        chunk.pk,
+                        image_id,
+                        stored,
+                    )
         done += 1
         JobChunk.objects.filter(pk=chunk.pk).update(done=done, failures=failures)
         _report_progress(job.pk)
@@ -300,9 +341,10 @@ def label_image(
     job: Job | None,
     preset: str,
     source: str = MaskSource.AUTOMATIC,
-) -> int:
+) -> int | None:
     """Generate the image's masks and store them in one transaction; returns how many are
-    new (reviewed masks of the version are kept, pending ones replaced)."""
+    new (reviewed masks of the version are kept, pending ones replaced), or None when the
+    job had already stored this image (another delivery of its chunk got there first)."""
     start = time.perf_counter()
     rgb = image_service.read_rgb(image)
     embedding = embeddings.stored_embedding(image, version)
@@ -310,6 +352,11 @@ def label_image(
     seconds = time.perf_counter() - start
     with transaction.atomic():
         Image.objects.select_for_update().filter(pk=image.pk).first()
+        # Under the lock, so that two deliveries of one chunk running at once store the
+        # image once: the second sees the first's label and keeps its masks.
+        labels = AutomaticLabel.objects.filter(image=image, model_version=version, source=source)
+        if job is not None and labels.filter(job=job).exists():
+            return None
         automatic = Mask.objects.filter(image=image, model_version=version, source_stage=source)
         reviewed = [
             rle.to_mask(rle.Rle(height=image.height, width=image.width, counts=m.rle_counts))
@@ -365,6 +412,32 @@ def _report_progress(job_id: int) -> None:
         heartbeat_at=timezone.now(),
     )
     jobs.announce(job_id)
+
+
+@jobs.redispatcher(KIND)
+def redispatch(job: Job) -> int:
+    """Send the unfinished chunks of a job that made no progress again (``jobs.reconcile``).
+
+    Their worker died, or the broker lost them (Redis restarted), or they still wait behind
+    other work: sending one twice is harmless, as a finished chunk's copy returns at once and
+    an image is stored once per job.
+    """
+    from engine.tasks import automatic_chunk
+
+    chunks = JobChunk.objects.filter(job=job)
+    if not chunks.exists():
+        # The task that splits the job died before it had made the chunks: split it now.
+        result = _start(jobs.JobContext(job))
+        if result is not jobs.DETACHED:
+            jobs.finish(job.pk, result)
+        return JobChunk.objects.filter(job=job).count()
+    unfinished = list(chunks.filter(state__in=Job.ACTIVE_STATES).values_list("pk", flat=True))
+    _, queue = jobs.JOB_KINDS[KIND]
+    for chunk_id in unfinished:
+        automatic_chunk.apply_async(args=(chunk_id,), queue=queue)
+    if not unfinished:
+        _finish_if_complete(job.pk)  # every chunk ended, but nobody recorded the outcome
+    return len(unfinished)
 
 
 def fail_chunk(chunk_id: int, error: str) -> None:

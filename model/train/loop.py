@@ -23,9 +23,25 @@ the HQ token, its MLP and the fusion convolutions), on the HQ mask's loss, as th
 recipe. ``--init`` from a plain SAM checkpoint into an HQ configuration loads the base weights
 strictly and leaves exactly the HQ parts as initialised, and says so.
 
-Several GPUs: launched by ``torchrun``, the step module is wrapped in DistributedDataParallel
-(``WORLD_SIZE`` > 1 in the environment), each rank draws its own samples, rank 0 writes
-checkpoints, logs and validates; nothing else changes.
+Several GPUs (or CPU processes with gloo): launched by ``torchrun``, the step module is
+wrapped in DistributedDataParallel (``WORLD_SIZE`` > 1 in the environment); rank 0 writes
+checkpoints, logs and validates. ``batch_images`` is per process: N processes train with a
+global batch of N x ``batch_images`` images, and a step of theirs is the step one process
+would take on that global batch (same samples, same prompts, same gradient, up to float
+rounding; tests/model/test_distributed.py checks it), because:
+
+- rank r's images are the r-th slice of the global batch's sample numbers (``_StepBatches``),
+  and a sample is a pure function of its number;
+- the prompt simulation is seeded per step, not per rank, and each rank keeps its rows of
+  draws made for the whole step's instances (``model.train.simulate.Share``);
+- the loss is a mean over instances, and ranks hold different numbers of instances (images
+  have 1..``masks_per_image``), while DDP averages the ranks' gradients: each rank's loss is
+  weighted by its share of the instances (x world / total) before the backward, so that the
+  average is the gradient of the mean over all the step's instances.
+
+What stays per rank: the global torch RNG (stochastic depth in the encoder, drawn per sample
+from a per-rank seed: the same distribution, other draws), and BatchNorm statistics where an
+encoder keeps them in training mode (EfficientNet-Lite's are frozen by default).
 """
 
 from __future__ import annotations
@@ -62,7 +78,7 @@ from model.sam import Sam
 from model.train.augment import AugmentConfig, TrainDataset, collate, collect_train_images
 from model.train.data import Instance, iter_instances, load_coco_set, shared_data_root
 from model.train.losses import LossConfig, interactive_loss
-from model.train.simulate import SimulationConfig, simulate
+from model.train.simulate import Share, SimulationConfig, simulate
 
 LAST_CHECKPOINT = "last.pt"
 LOG_FILE = "log.jsonl"
@@ -160,6 +176,8 @@ class Dist:
     rank: int
     world: int
     device: torch.device
+    #: This call joined the process group, so the end of ``train`` leaves it.
+    joined: bool = False
 
     @property
     def main(self) -> bool:
@@ -170,18 +188,20 @@ def setup_distributed() -> Dist:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1); pick the device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     cuda = torch.cuda.is_available()
+    joined = False
     if world > 1 and not dist.is_initialized():
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if cuda:
             torch.cuda.set_device(local_rank)
         dist.init_process_group("nccl" if cuda else "gloo")
+        joined = True
     rank = dist.get_rank() if dist.is_initialized() else 0
     if cuda:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
-    return Dist(rank=rank, world=world, device=device)
+    return Dist(rank=rank, world=world, device=device, joined=joined)
 
 
 def _broadcast_float(value: float, ctx: Dist) -> float:
@@ -390,9 +410,14 @@ class TrainStep(nn.Module):
         masks: torch.Tensor,
         low_res_masks: torch.Tensor,
         seed: int,
+        share_offset: int = 0,
+        share_total: int = 0,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Arguments: images Bx3xSxS 0-255, image_index M, masks MxSxS bool, low_res_masks
-        MxLxL float, seed for the simulation. Returns the loss and logging values."""
+        MxLxL float, seed for the simulation; under DDP, these M instances' rows
+        ``share_offset`` .. of the step's ``share_total`` (0: all of them, one process).
+        Returns the loss (mean over the M instances) and logging values."""
+        share = Share(offset=share_offset, total=share_total) if share_total else None
         generator = torch.Generator().manual_seed(seed)
         rng = np.random.default_rng(seed)
         autocast = (
@@ -411,6 +436,7 @@ class TrainStep(nn.Module):
                 generator=generator,
                 rng=rng,
                 early_features=early,
+                share=share,
             )
         terms = interactive_loss(rounds, low_res_masks, self.loss_cfg)
         stats = {
@@ -835,13 +861,26 @@ def train(cfg: TrainConfig, *, echo: Callable[[str], None] = print) -> dict[str,
                 break
             t0 = time.monotonic()
             batch = next(batches).to(ctx.device)
-            seed = step_seed(cfg.seed, step, ctx.rank)
-            torch.manual_seed(seed)  # stochastic depth etc.: a function of the step
+            # Stochastic depth etc.: a function of the step (and rank: other samples' draws).
+            torch.manual_seed(step_seed(cfg.seed, step, ctx.rank))
+            # The prompts: seeded alike on every rank, each rank keeping its rows (the module
+            # docstring); rank 0's seed is the one a single process has always used.
+            counts = _counts_over_ranks(batch.num_masks, ctx)
+            offset, total = sum(counts[: ctx.rank]), sum(counts)
             loss, stats = module(
-                batch.images, batch.image_index, batch.masks, batch.low_res_masks, seed
+                batch.images,
+                batch.image_index,
+                batch.masks,
+                batch.low_res_masks,
+                step_seed(cfg.seed, step, 0),
+                offset if ctx.world > 1 else 0,
+                total if ctx.world > 1 else 0,
             )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            # DDP averages gradients over ranks; weighting each rank's mean by its share of
+            # the instances makes that average the gradient of the mean over all of them.
+            weight = batch.num_masks * ctx.world / total if ctx.world > 1 else 1.0
+            (loss * weight).backward()
             grad_norm = float(
                 torch.nn.utils.clip_grad_norm_(trainable, cfg.clip if cfg.clip > 0 else math.inf)
             )
@@ -953,7 +992,21 @@ def train(cfg: TrainConfig, *, echo: Callable[[str], None] = print) -> dict[str,
         log.write({"event": "end", **summary})
         say(format_summary(summary))
     _barrier(ctx)
+    if ctx.joined:
+        # Leave the group cleanly (NCCL warns otherwise), and so that a later train() in
+        # this process can join a new one.
+        dist.destroy_process_group()
     return summary
+
+
+def _counts_over_ranks(count: int, ctx: Dist) -> list[int]:
+    """Every rank's ``count``, in rank order (``[count]`` on one process)."""
+    if ctx.world == 1:
+        return [count]
+    t = torch.zeros(ctx.world, dtype=torch.int64, device=ctx.device)
+    t[ctx.rank] = count
+    dist.all_reduce(t)
+    return [int(v) for v in t.tolist()]
 
 
 def _sum_over_ranks(value: float, ctx: Dist) -> float:

@@ -27,6 +27,12 @@ an extra token instead would differ from what the predictor gives at inference).
 computes all four mask tokens in one pass, so the single-mask output and the three multimask
 outputs come from the same run.
 
+Several processes (DistributedDataParallel): each rank simulates only its own images'
+instances, but every random draw is made for the whole step's instances from a generator
+seeded identically on every rank, and each rank keeps its rows (``Share``). An instance thus
+gets exactly the prompts it would get if one process ran the whole global batch: the ranks'
+gradients, averaged, are the single process's (the 2-process test checks it).
+
 HQ-SAM: the same run also gives the HQ mask (``RoundOutput.hq_logits``); HQ-SAM's
 prompt-independent features are computed once per image for all rounds. What the simulated
 annotator sees, and what is fed back, is the model's final answer as the predictor gives it:
@@ -80,6 +86,39 @@ class SimulationConfig:
     def __post_init__(self) -> None:
         if self.rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
+
+
+@dataclass(frozen=True)
+class Share:
+    """This process's instances within the step's global batch split over ranks: rows
+    ``offset`` .. ``offset + M`` of ``total`` (rank order, instances in image order)."""
+
+    offset: int
+    total: int
+
+    def rows(self, m: int) -> slice:
+        if self.offset < 0 or self.offset + m > self.total:
+            raise ValueError(f"rows {self.offset}..{self.offset + m} outside 0..{self.total}")
+        return slice(self.offset, self.offset + m)
+
+
+def _rand(m: int, generator: torch.Generator, share: Share | None) -> torch.Tensor:
+    """M uniforms: this share's rows of the draw for all the step's instances."""
+    if share is None:
+        return torch.rand(m, generator=generator)
+    return torch.rand(share.total, generator=generator)[share.rows(m)]
+
+
+def _randn(m: int, k: int, generator: torch.Generator, share: Share | None) -> torch.Tensor:
+    if share is None:
+        return torch.randn((m, k), generator=generator)
+    return torch.randn((share.total, k), generator=generator)[share.rows(m)]
+
+
+def _np_random(m: int, rng: np.random.Generator, share: Share | None) -> np.ndarray:
+    if share is None:
+        return rng.random(m)
+    return rng.random(share.total)[share.rows(m)]
 
 
 @dataclass
@@ -173,19 +212,20 @@ def round_schedule(rounds: int, no_point_rounds: int, rng: np.random.Generator) 
 
 
 def uniform_pixels(
-    regions: torch.Tensor, generator: torch.Generator
+    regions: torch.Tensor, generator: torch.Generator, share: Share | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One pixel drawn uniformly inside each of M regions, on their device.
 
     regions: MxHxW bool. Returns (Mx2 long (x, y), M bool: the region was non-empty; the
     pixel of an empty region is meaningless). Only M uniforms come from ``generator`` (a CPU
-    generator), so the same draw happens on CPU and CUDA.
+    generator), so the same draw happens on CPU and CUDA; with a ``share``, the share's rows
+    of ``share.total`` uniforms.
     """
     m, h, w = regions.shape
     flat = regions.reshape(m, h * w).to(torch.int32)
     cumulative = flat.cumsum(dim=1, dtype=torch.int32)
     counts = cumulative[:, -1]
-    u = torch.rand(m, generator=generator).to(regions.device)
+    u = _rand(m, generator, share).to(regions.device)
     # The k-th pixel of the region (1-based), k uniform in 1..count.
     k = (u * counts).floor().to(torch.int32).clamp(max=counts - 1).clamp(min=0) + 1
     index = torch.searchsorted(cumulative, k[:, None].contiguous()).squeeze(1).clamp(max=h * w - 1)
@@ -209,7 +249,10 @@ def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
 
 
 def noisy_boxes(
-    masks: torch.Tensor, cfg: SimulationConfig, generator: torch.Generator
+    masks: torch.Tensor,
+    cfg: SimulationConfig,
+    generator: torch.Generator,
+    share: Share | None = None,
 ) -> torch.Tensor:
     """The masks' boxes, each coordinate moved by N(0, (box_noise x side)^2) capped at the
     scaled ``box_noise_max``, clipped to the image. MxHxW bool -> Mx4 float."""
@@ -219,7 +262,7 @@ def noisy_boxes(
     heights = (boxes[:, 3] - boxes[:, 1] + 1).clamp(min=1)
     scale = torch.stack([widths, heights, widths, heights], dim=1) * cfg.box_noise
     cap = cfg.box_noise_max * side / _PAPER_INPUT
-    noise = torch.randn(boxes.shape, generator=generator).to(boxes.device)
+    noise = _randn(boxes.shape[0], boxes.shape[1], generator, share).to(boxes.device)
     noisy = boxes + (noise * scale).clamp(-cap, cap)
     noisy = noisy.clamp(0, side - 1)
     # A swapped pair after noise becomes a valid box again.
@@ -228,16 +271,21 @@ def noisy_boxes(
     return torch.stack([x0, y0, x1, y1], dim=1)
 
 
-def first_prompts(gt: torch.Tensor, cfg: SimulationConfig, generator: torch.Generator) -> Prompts:
+def first_prompts(
+    gt: torch.Tensor,
+    cfg: SimulationConfig,
+    generator: torch.Generator,
+    share: Share | None = None,
+) -> Prompts:
     """Round 0: a uniform foreground point, or a noisy box with probability ``box_prob``.
 
     gt: MxSxS bool, non-empty masks.
     """
     m = gt.shape[0]
     device = gt.device
-    is_box = (torch.rand(m, generator=generator) < cfg.box_prob).to(device)
-    points, _ = uniform_pixels(gt, generator)
-    boxes = noisy_boxes(gt, cfg, generator)
+    is_box = (_rand(m, generator, share) < cfg.box_prob).to(device)
+    points, _ = uniform_pixels(gt, generator, share)
+    boxes = noisy_boxes(gt, cfg, generator, share)
     return Prompts(
         first_point=points.float(),
         boxes=torch.where(is_box[:, None], boxes, 0.0),
@@ -254,6 +302,7 @@ def corrective_clicks(
     cfg: SimulationConfig,
     generator: torch.Generator,
     rng: np.random.Generator,
+    share: Share | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One corrective click per instance from the error of ``pred`` against ``gt``.
 
@@ -261,6 +310,7 @@ def corrective_clicks(
         gt, pred: MxSxS bool ground truth and the prediction the annotator saw.
         not_clicked: MxSxS bool, False where a click was already placed (never reused).
         generator: draws the uniform error samples; rng: protocol-or-uniform choices.
+        share: this process's rows of the step's instances (None: all of them).
 
     Returns:
         coords Mx2 float (x, y) and labels M int: 1 in a false negative, 0 in a false
@@ -268,13 +318,13 @@ def corrective_clicks(
     """
     fn = gt & ~pred
     error = (fn | (pred & ~gt)) & not_clicked
-    xy, has_error = uniform_pixels(error, generator)
+    xy, has_error = uniform_pixels(error, generator, share)
     # The label is the ground truth under the click: positive exactly in false negatives.
     labels = gt.reshape(gt.shape[0], -1).gather(1, (xy[:, 1] * gt.shape[-1] + xy[:, 0])[:, None])
     labels = torch.where(has_error, labels.squeeze(1).int(), -1)
     xy = xy.float()
 
-    protocol = np.flatnonzero(rng.random(gt.shape[0]) < cfg.protocol_prob)
+    protocol = np.flatnonzero(_np_random(gt.shape[0], rng, share) < cfg.protocol_prob)
     if len(protocol):
         index = torch.as_tensor(protocol, device=gt.device)
         gt_np = gt[index].cpu().numpy()
@@ -364,6 +414,7 @@ def simulate(
     generator: torch.Generator,
     rng: np.random.Generator,
     early_features: torch.Tensor | None = None,
+    share: Share | None = None,
 ) -> list[RoundOutput]:
     """Run all prompt rounds for the M instances of a batch; gradients flow through every
     trained round's decoder run into ``image_embeddings`` (fed-back masks are detached).
@@ -375,6 +426,8 @@ def simulate(
         gt: MxSxS bool ground-truth masks at the input resolution (non-empty).
         generator: CPU generator for point and box draws; rng: round schedule and click
             policy. Both seeded per step by the caller, which makes a step reproducible.
+        share: under DistributedDataParallel, these instances' rows among the step's global
+            batch; both generators must then be seeded alike on every rank (module docstring).
 
     Returns:
         One ``RoundOutput`` per round (``cfg.rounds`` of them).
@@ -387,7 +440,7 @@ def simulate(
             raise ValueError("HQ-SAM simulation needs the images' early features")
         # Once per image, shared by every round (and its gradient summed over them).
         hq_features = sam.hq_features(image_embeddings, early_features)[image_index]
-    prompts = first_prompts(gt, cfg, generator)
+    prompts = first_prompts(gt, cfg, generator, share)
     not_clicked = torch.ones_like(gt)
     rows = torch.arange(gt.shape[0], device=gt.device)
     for_points = prompts.first_point.long()
@@ -401,7 +454,7 @@ def simulate(
     for r, kind in enumerate(kinds):
         if kind == "point":
             assert shown_mask is not None
-            xy, labels = corrective_clicks(gt, shown_mask, not_clicked, cfg, generator, rng)
+            xy, labels = corrective_clicks(gt, shown_mask, not_clicked, cfg, generator, rng, share)
             clicked = labels >= 0
             pix = xy.long()
             not_clicked[rows[clicked], pix[clicked, 1], pix[clicked, 0]] = False

@@ -90,3 +90,86 @@ def test_a_foreign_origin_is_refused(users: Any, project_factory: Any) -> None:
         return connected
 
     assert async_to_sync(scenario)() is False
+
+
+# --------------------------------------------------------------------------- graceful restart
+
+
+@pytest.fixture
+def shutdown_state() -> Any:
+    """close_all marks this process as draining: undone after the test (one pytest process)."""
+    from annotator.ws import shutdown
+
+    yield shutdown
+    shutdown._state["draining"] = False
+
+
+def test_a_stopping_process_tells_every_socket_to_reconnect(
+    users: Any, project_factory: Any, shutdown_state: Any
+) -> None:
+    from engine import images
+    from tests.conftest import png_bytes
+
+    project = project_factory()
+    image = images.store(project, images.prepare(png_bytes(), "a.png"))
+    headers = session_headers(users["annotator"])
+    annotate_path = f"/ws/images/{image.pk}/annotate/"
+
+    async def scenario() -> dict[str, Any]:
+        _, _, annotate = await connect(annotate_path, headers)
+        ready = await annotate.receive_json_from(timeout=30)
+        _, _, events = await connect(f"/ws/projects/{project.pk}/events/", headers)
+        closed = await shutdown_state.close_all(grace=0)
+        out = {
+            "ready": ready,
+            "closed": closed,
+            "hint": await annotate.receive_json_from(timeout=5),
+            "annotate_close": await annotate.receive_output(timeout=5),
+            "events_close": await events.receive_output(timeout=5),
+        }
+        # A page that connects while the process drains is sent on at once.
+        _, _, late = await connect(annotate_path, headers)
+        out["late_hint"] = await late.receive_json_from(timeout=5)
+        out["late_close"] = await late.receive_output(timeout=5)
+        return out
+
+    got = async_to_sync(scenario)()
+    assert got["ready"]["type"] == "ready"
+    assert got["closed"] == 2
+    assert got["hint"] == {
+        "type": "restart",
+        "detail": "the server is restarting; reconnect",
+        "retry_ms": shutdown_state.RETRY_MS,
+    }
+    for key in ("annotate_close", "events_close", "late_close"):
+        assert got[key] == {"type": "websocket.close", "code": 4012}, key
+    assert got["late_hint"]["type"] == "restart"
+
+
+@pytest.mark.slow
+def test_a_served_web_process_told_to_stop_closes_sockets_with_the_restart_code(
+    tmp_path: Any,
+) -> None:
+    """daphne under ``manage.py serve``, stopped with SIGTERM (as by docker stop or a deploy):
+    the open annotation socket gets the hint and close code 4012, not a dropped connection."""
+    import json
+
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect as ws_connect
+
+    from tests.served import serve_platform, token
+
+    with serve_platform(tmp_path / "data", worker=False) as served:
+        key = token(served)
+        image = served.request("/api/projects/1/images/?file_name=coffee.png", token=key)
+        image_id = image["results"][0]["id"]
+        url = served.url.replace("http", "ws") + f"/ws/images/{image_id}/annotate/?token={key}"
+        with ws_connect(url, additional_headers={"Origin": served.url}) as socket:
+            assert json.loads(socket.recv(timeout=120))["type"] == "ready"
+            served.process.terminate()
+            hint = json.loads(socket.recv(timeout=30))
+            with pytest.raises(ConnectionClosed) as closed:
+                socket.recv(timeout=30)
+        assert served.process.wait(timeout=30) == 0
+    assert hint["type"] == "restart" and hint["retry_ms"] > 0
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4012

@@ -2,7 +2,11 @@
 
 The worker is a real Celery worker in its own process (DECISIONS 8), consuming both queues
 from whatever broker is configured (the filesystem transport by default). Stopping the server
-(Ctrl-C or SIGTERM) stops the worker too.
+(Ctrl-C or SIGTERM) stops the worker too, both gracefully: daphne closes every websocket with
+a reconnect hint before it goes (annotator/ws/shutdown.py; the annotation page reconnects by
+itself), and the worker makes a warm shutdown (its current task finishes; a retraining cycle
+stops at its next checkpoint and resumes when launched again). Whatever has not stopped
+after ``STOP_TIMEOUT`` seconds is killed.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
+
+#: Seconds the server and the worker get to stop gracefully before they are killed.
+STOP_TIMEOUT = 20
 
 
 class Command(BaseCommand):
@@ -58,7 +65,7 @@ class Command(BaseCommand):
             for process in (server, worker):
                 if process is not None:
                     try:
-                        process.wait(timeout=20)
+                        process.wait(timeout=STOP_TIMEOUT)
                     except subprocess.TimeoutExpired:
                         process.kill()
 
@@ -81,7 +88,7 @@ def start_worker() -> subprocess.Popen[bytes]:
             "--hostname",
             "embedded@%h",
             # Beat inside the embedded worker: the retraining schedule (one machine only;
-            # deployments run one `celery beat` of their own, docs/deployment.md).
+            # deployments run one `celery beat` of their own, docs/deploy.md).
             "--beat",
             "--schedule",
             str(Path(settings.DATA_DIR) / "celerybeat-schedule"),

@@ -1,8 +1,9 @@
 // The project dashboard: is the data engine working? From GET /api/projects/{id}/dashboard/
 // (engine/dashboard.py): the masks per stage (the SA paper's comparison of its three stages),
 // masks per image, seconds and clicks per mask day by day, each model version's figures on
-// the interactive protocol and the review of its automatic masks, and the jobs. Admins also
-// change the project's stage and launch retraining cycles from here.
+// the interactive protocol and the review of its automatic masks, the verification per model
+// version and per learned verifier, and the jobs. Admins also change the project's stage and
+// launch retraining cycles from here.
 //
 // Job progress arrives on the project's websocket when the channel layer reaches the worker
 // (Redis); the page also reloads the figures every few seconds while a job is active.
@@ -35,6 +36,7 @@ const JOB_KINDS = {
   export: "Export",
   import_folder: "Folder import",
   import_dataset: "Dataset import",
+  train_verifier: "Verifier training",
 };
 const ACTIVE = ["queued", "running"];
 const MODE_NAMES = { full: "whole model", decoder: "mask decoder", hq: "HQ head" };
@@ -106,6 +108,7 @@ class Dashboard {
     this.renderStages();
     this.renderTime();
     this.renderVersions();
+    this.renderVerification();
     this.renderJobs();
   }
 
@@ -322,6 +325,48 @@ class Dashboard {
     }
     body.replaceChildren(...rows);
     this.renderVersionCharts(versions);
+  }
+
+  // ---------------------------------------------------------------- verification
+
+  /** One row per model version with verified masks, per verifier version, and the
+   * verdicts people gave while no verifier was promoted (engine/dashboard.py). */
+  renderVerification() {
+    const figures = this.data.verification || { model_versions: [], verifiers: [] };
+    const percent = (v) => `${trim(v * 100, 1)}%`;
+    const seconds = (v) => `${trim(v, 1)} s`;
+    const rows = [];
+    const add = (key, who, state, r, title) => {
+      const row = document.createElement("tr");
+      row.dataset.row = key;
+      const name = cell("th", who);
+      name.scope = "row";
+      if (title) name.title = title;
+      row.append(
+        name,
+        state ? stateCell(state) : cell("td", ""),
+        numberCell("human_agreement", r.human_agreement, percent),
+        numberCell("auto_verified_share", r.auto_verified_share, percent),
+        numberCell("seconds_per_mask", r.seconds_per_mask, seconds),
+        numberCell("seconds_per_image", r.seconds_per_image, seconds),
+        numberCell("masks_sent_back", r.masks_sent_back, fmt),
+        numberCell("images_complete", r.images_complete, fmt),
+      );
+      rows.push(row);
+    };
+    for (const r of figures.model_versions) {
+      add(`model-${r.version}`, `Model v${r.version}`, r.state, r, plural(r.masks, "mask"));
+    }
+    for (const r of figures.verifiers) {
+      if (r.verifier === null) {
+        add("people", "People only", "", r, "verdicts while no verifier was promoted");
+      } else {
+        add(`verifier-${r.verifier}`, `Verifier v${r.verifier}`, r.state, r, r.reason);
+      }
+    }
+    $("verification-empty").hidden = rows.length > 0;
+    $("verification-figures").hidden = rows.length === 0;
+    $("verification-rows").replaceChildren(...rows);
   }
 
   renderVersionCharts(versions) {
