@@ -244,7 +244,10 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # redis-py 8 reads with a 5 s timeout by default, the same 5 s the layer's blocking
+            # pop waits on the server: an idle socket's read then timed out and the consumer
+            # died (1011, every 5 s). A longer client timeout still ends a dead connection.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}]},
         }
     }
 else:

@@ -207,7 +207,10 @@ async def run_level(
     now = time.monotonic()
     window["start"], window["end"] = now + warmup, now + warmup + seconds
     go.set()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+        if isinstance(outcome, BaseException):  # a socket that died: said, and counted
+            level.errors += 1
+            print(f"  annotator failed at {count} annotators: {outcome!r}", file=sys.stderr)
     return level
 
 

@@ -63,6 +63,37 @@ def test_a_member_receives_job_progress(users: Any, project_factory: Any) -> Non
     assert message["message"] == "half way"
 
 
+def test_a_socket_idle_longer_than_the_layers_blocking_read_stays_open(
+    users: Any, project_factory: Any
+) -> None:
+    """The channel layer waits for messages with a 5 s blocking pop on Redis; with redis-py's
+    default 5 s read timeout an idle socket died with 1011 every 5 s (seen with two web
+    processes in bench/load_clicks.py). Idle for 7 s, it must still get its messages."""
+    import asyncio
+
+    from channels.db import database_sync_to_async
+
+    from engine.jobs import JobContext
+
+    project = project_factory()
+    job = Job.objects.create(project=project, kind="import_folder", key="idle")
+    headers = session_headers(users["annotator"])
+
+    async def scenario() -> dict[str, Any]:
+        connected, _, communicator = await connect(f"/ws/projects/{project.pk}/events/", headers)
+        assert connected
+        await asyncio.sleep(7)
+        assert await communicator.receive_nothing(timeout=0.1)
+        await database_sync_to_async(JobContext(job).progress)(0.25, "after a pause")
+        message = await communicator.receive_json_from(timeout=5)
+        await communicator.disconnect()
+        return message
+
+    message = async_to_sync(scenario)()
+    assert message["progress"] == 0.25
+    assert message["message"] == "after a pause"
+
+
 @pytest.mark.parametrize("who", ["outsider", "anonymous"])
 def test_non_members_are_refused(who: str, users: Any, project_factory: Any) -> None:
     project = project_factory()
