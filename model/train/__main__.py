@@ -123,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="foreground weight of the focal loss (background: 1 - alpha); < 0 = unweighted",
     )
 
+    opt.add_argument(
+        "--iou-weight",
+        type=float,
+        default=d.iou_weight,
+        help="weight of the IoU head's loss (it picks the shown mask of three)",
+    )
+
     val = p.add_argument_group("validation (the interactive protocol)")
     val.add_argument("--val-every", type=int, default=d.val_every, help="steps; 0 = at the end")
     val.add_argument("--val-at-start", action="store_true")

@@ -113,6 +113,7 @@ class TrainConfig:
     multimask_later: float = 1.0
     focal_weight: float = 20.0  # the paper's focal : dice = 20 : 1
     focal_alpha: float = 0.25  # foreground weight of the focal loss; < 0 = unweighted
+    iou_weight: float = 1.0  # weight of the IoU head's squared error (the paper's: 1)
     lr: float = 2e-4
     encoder_lr_scale: float = 0.1
     new_encoder_prefixes: list[str] = field(default_factory=lambda: ["image_encoder.neck."])
@@ -766,6 +767,7 @@ def train(cfg: TrainConfig, *, echo: Callable[[str], None] = print) -> dict[str,
             multimask_later=cfg.multimask_later,
             focal=cfg.focal_weight,
             focal_alpha=cfg.focal_alpha,
+            iou=cfg.iou_weight,
             # --mode hq: the base is frozen; only the HQ mask is trained (official recipe).
             sam_outputs=cfg.mode != "hq",
         ),

@@ -195,6 +195,20 @@ def test_min_over_three_back_propagates_only_the_best_mask() -> None:
     assert (iou_pred.grad[0, 1:] != 0).all() and iou_pred.grad[0, 0] == 0  # type: ignore[index]
 
 
+def test_iou_weight_scales_only_the_iou_head_term() -> None:
+    """--iou-weight: the IoU head's squared error counts N times, the masks' loss is unchanged."""
+    torch.manual_seed(1)
+    target = _disc()[None]
+    logits = torch.randn(1, 4, 32, 32)
+    iou_pred = torch.full((1, 4), 0.9)
+    out = sim.RoundOutput(logits=logits, iou_pred=iou_pred, kind="first", shown=torch.tensor([1]))
+    plain, parts = L.round_loss(out, target, L.LossConfig())
+    heavy, _ = L.round_loss(out, target, L.LossConfig(iou=5.0))
+    iou_term = float(parts["iou_mse"])
+    assert iou_term > 0.1  # random logits are far from the 0.9 predicted
+    assert float(heavy) - float(plain) == pytest.approx(4 * iou_term, rel=1e-5)
+
+
 def test_single_mask_is_trained_on_the_first_round_too() -> None:
     target = _disc()[None]
     logits = torch.zeros(1, 4, 32, 32, requires_grad=True)
