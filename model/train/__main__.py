@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from model.build import available
+from model.train.augment import SET_WEIGHTINGS
 from model.train.loop import MODES, TrainConfig, train
 
 
@@ -87,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=d.loss_rounds,
         help="rounds back-propagated (first, last, random others); 0 = all",
+    )
+    data.add_argument(
+        "--set-weighting",
+        choices=SET_WEIGHTINGS,
+        default=d.set_weighting,
+        help="each image equally often, or sets weighted by the square root of their size, or "
+        "equally",
     )
     data.add_argument("--min-area", type=int, default=d.min_area, help="px at the input size")
     data.add_argument("--scale-min", type=float, default=d.scale_min)

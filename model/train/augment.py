@@ -369,27 +369,60 @@ def make_sample(
     )
 
 
+#: How the sets of a run share its samples: "images" (each image equally often, so a big set
+#: dominates), "sqrt" (a set's share grows with the square root of its size), "equal".
+SET_WEIGHTINGS = ("images", "sqrt", "equal")
+
+
+def image_probabilities(images: Sequence[TrainImage], weighting: str) -> np.ndarray | None:
+    """Per-image sampling probabilities for ``weighting``; None for "images" (epochs of
+    permutations, every image once per epoch)."""
+    if weighting not in SET_WEIGHTINGS:
+        raise ValueError(f"unknown set weighting {weighting!r}; expected one of {SET_WEIGHTINGS}")
+    if weighting == "images":
+        return None
+    sizes: dict[str, int] = {}
+    for item in images:
+        sizes[item.set_name] = sizes.get(item.set_name, 0) + 1
+    share = {name: (n**0.5 if weighting == "sqrt" else 1.0) for name, n in sizes.items()}
+    total = sum(share.values())
+    p = np.array([share[item.set_name] / total / sizes[item.set_name] for item in images])
+    return p / p.sum()
+
+
 class TrainDataset(torch.utils.data.Dataset[TrainSample]):
     """Map-style dataset over *global sample indices*: index g is the g-th sample of the run.
 
     Sample g shows image ``perm(epoch)[g mod n]`` (epoch = g // n, a fresh permutation each
-    epoch) with augmentation drawn from ``rng(seed, g)``. Every sample is a pure function of
+    epoch) with augmentation drawn from ``rng(seed, g)``; with a set weighting other than
+    "images", the image is drawn from ``rng(seed, g)`` with the sets' shares. Every sample is a pure function of
     (seed, g), which is what makes a resumed run identical to a straight one.
     """
 
-    def __init__(self, images: Sequence[TrainImage], cfg: AugmentConfig, *, seed: int) -> None:
+    def __init__(
+        self,
+        images: Sequence[TrainImage],
+        cfg: AugmentConfig,
+        *,
+        seed: int,
+        set_weighting: str = "images",
+    ) -> None:
         if not images:
             raise ValueError("no training images")
         self.images = list(images)
         self.cfg = cfg
         self.seed = seed
         self._perm_cache: tuple[int, np.ndarray] | None = None
+        self._probabilities = image_probabilities(self.images, set_weighting)
 
     def __len__(self) -> int:
         return len(self.images)
 
     def image_for(self, g: int) -> TrainImage:
         """Which image sample g shows."""
+        if self._probabilities is not None:
+            rng = np.random.default_rng([self.seed, 1, g])
+            return self.images[int(rng.choice(len(self.images), p=self._probabilities))]
         epoch, pos = divmod(g, len(self.images))
         if self._perm_cache is None or self._perm_cache[0] != epoch:
             perm = np.random.default_rng([self.seed, 1, epoch]).permutation(len(self.images))

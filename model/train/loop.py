@@ -105,6 +105,7 @@ class TrainConfig:
     rounds: int = 11
     loss_rounds: int = 0  # rounds back-propagated per step; 0 = all
     min_area: int = 64
+    set_weighting: str = "images"  # how sets share the samples (augment.SET_WEIGHTINGS)
     scale_min: float = 0.5
     scale_max: float = 2.0
     box_prob: float = 0.5
@@ -719,7 +720,7 @@ def train(cfg: TrainConfig, *, echo: Callable[[str], None] = print) -> dict[str,
         scale_range=(cfg.scale_min, cfg.scale_max),
         pixel_mean=pixel_mean,
     )
-    dataset = TrainDataset(images, aug, seed=cfg.seed)
+    dataset = TrainDataset(images, aug, seed=cfg.seed, set_weighting=cfg.set_weighting)
     val_sets = list(dict.fromkeys(cfg.sets + cfg.holdout))
     val = (
         validation_instances(

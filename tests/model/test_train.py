@@ -489,6 +489,35 @@ def test_real_training_split_has_no_validation_image() -> None:
     assert images and not val & {i.image.id for i in images}
 
 
+@needs_data
+@pytest.mark.parametrize("weighting", ["images", "sqrt", "equal"])
+def test_set_weighting_shares_samples_between_sets(weighting: str) -> None:
+    """A big set (ccp1003) dominates by images; sqrt and equal weighting give the small sets
+    their share, reproducibly."""
+    images = aug.collect_train_images(DATA, ["ccp1003", "pennfudan170", "fruits-nuts"])
+    sizes = {s: sum(i.set_name == s for i in images) for s in ("ccp1003", "pennfudan170")}
+    cfg = aug.AugmentConfig(image_size=128, low_res_size=32)
+    ds = aug.TrainDataset(images, cfg, seed=0, set_weighting=weighting)
+    n = 6000
+    drawn = [ds.image_for(g).set_name for g in range(n)]
+    share = {s: drawn.count(s) / n for s in ("ccp1003", "pennfudan170", "fruits-nuts")}
+    expected = {
+        "images": sizes["ccp1003"] / len(images),
+        "sqrt": sizes["ccp1003"] ** 0.5
+        / sum(sum(i.set_name == s for i in images) ** 0.5 for s in share),
+        "equal": 1 / 3,
+    }[weighting]
+    assert share["ccp1003"] == pytest.approx(expected, abs=0.02)
+    # fruits-nuts: 15 images of 954, 1.6% by images, 9% by square root, a third when equal.
+    assert share["fruits-nuts"] > {"images": 0.01, "sqrt": 0.07, "equal": 0.3}[weighting]
+    again = aug.TrainDataset(images, cfg, seed=0, set_weighting=weighting)
+    assert [again.image_for(g).image.id for g in range(50)] == [
+        ds.image_for(g).image.id for g in range(50)
+    ]
+    with pytest.raises(ValueError, match="unknown set weighting"):
+        aug.TrainDataset(images, cfg, seed=0, set_weighting="bigger")
+
+
 # --------------------------------------------------------------------------- the loop
 
 
