@@ -75,9 +75,7 @@ def train_hq(base: Path, out: Path, minutes: float, threads: int) -> Path:
     return out / "model.pt"
 
 
-def run(
-    checkpoint: Path, set_name: str, images: int, *, prompt: str, max_clicks: int
-) -> tuple[Any, dict[str, dict[str, float]]]:
+def run(checkpoint: Path, set_name: str, images: int, *, prompt: str, max_clicks: int) -> Any:
     predictor = make_predictor(f"checkpoint:{checkpoint}")
     instances = list(
         iter_instances(
@@ -91,8 +89,7 @@ def run(
         prompt=prompt,  # type: ignore[arg-type]
         total=len(instances),
     )
-    metrics = summarize(results, max_clicks, prompt=prompt)  # type: ignore[arg-type]
-    return metrics, metrics.per_image
+    return summarize(results, max_clicks, prompt=prompt)  # type: ignore[arg-type]
 
 
 def paired(
@@ -126,17 +123,13 @@ def main() -> int:
 
     report: dict[str, Any] = {"base": str(args.base), "hq": str(hq), "minutes": train_minutes}
     for name, checkpoint in (("base", args.base), ("hq", hq)):
-        box, box_images = run(checkpoint, FINE_SET, args.davis_images, prompt="box", max_clicks=1)
-        click, click_images = run(
-            checkpoint, FINE_SET, args.davis_images, prompt="clicks", max_clicks=1
-        )
-        coco, coco_images = run(
-            checkpoint, ZERO_SHOT_SET, args.coco_images, prompt="clicks", max_clicks=5
-        )
+        box = run(checkpoint, FINE_SET, args.davis_images, prompt="box", max_clicks=1)
+        click = run(checkpoint, FINE_SET, args.davis_images, prompt="clicks", max_clicks=1)
+        coco = run(checkpoint, ZERO_SHOT_SET, args.coco_images, prompt="clicks", max_clicks=5)
         report[name] = {
-            "box_images": box_images,
-            "click_images": click_images,
-            "coco_images": coco_images,
+            "box_images": box.per_image,
+            "click_images": click.per_image,
+            "coco_images": coco.per_image,
             "box_mbiou": box.mbiou[1],
             "click_mbiou": click.mbiou[1],
             "coco_miou": {str(k): coco.miou[k] for k in (1, 3, 5)},

@@ -15,6 +15,7 @@ straight run would have seen, whatever the number of data-loader workers.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -381,9 +382,7 @@ def image_probabilities(images: Sequence[TrainImage], weighting: str) -> np.ndar
         raise ValueError(f"unknown set weighting {weighting!r}; expected one of {SET_WEIGHTINGS}")
     if weighting == "images":
         return None
-    sizes: dict[str, int] = {}
-    for item in images:
-        sizes[item.set_name] = sizes.get(item.set_name, 0) + 1
+    sizes = Counter(item.set_name for item in images)
     share = {name: (n**0.5 if weighting == "sqrt" else 1.0) for name, n in sizes.items()}
     total = sum(share.values())
     p = np.array([share[item.set_name] / total / sizes[item.set_name] for item in images])
@@ -395,8 +394,9 @@ class TrainDataset(torch.utils.data.Dataset[TrainSample]):
 
     Sample g shows image ``perm(epoch)[g mod n]`` (epoch = g // n, a fresh permutation each
     epoch) with augmentation drawn from ``rng(seed, g)``; with a set weighting other than
-    "images", the image is drawn from ``rng(seed, g)`` with the sets' shares. Every sample is a pure function of
-    (seed, g), which is what makes a resumed run identical to a straight one.
+    "images", the image itself is drawn from ``rng(seed, g)`` with the sets' shares. Every
+    sample is a pure function of (seed, g), which is what makes a resumed run identical to a
+    straight one.
     """
 
     def __init__(

@@ -7,6 +7,7 @@ of coloured shapes on noise, in one CPU thread (far faster than two on a shared 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -495,7 +496,7 @@ def test_set_weighting_shares_samples_between_sets(weighting: str) -> None:
     """A big set (ccp1003) dominates by images; sqrt and equal weighting give the small sets
     their share, reproducibly."""
     images = aug.collect_train_images(DATA, ["ccp1003", "pennfudan170", "fruits-nuts"])
-    sizes = {s: sum(i.set_name == s for i in images) for s in ("ccp1003", "pennfudan170")}
+    sizes = Counter(i.set_name for i in images)
     cfg = aug.AugmentConfig(image_size=128, low_res_size=32)
     ds = aug.TrainDataset(images, cfg, seed=0, set_weighting=weighting)
     n = 6000
@@ -503,8 +504,7 @@ def test_set_weighting_shares_samples_between_sets(weighting: str) -> None:
     share = {s: drawn.count(s) / n for s in ("ccp1003", "pennfudan170", "fruits-nuts")}
     expected = {
         "images": sizes["ccp1003"] / len(images),
-        "sqrt": sizes["ccp1003"] ** 0.5
-        / sum(sum(i.set_name == s for i in images) ** 0.5 for s in share),
+        "sqrt": sizes["ccp1003"] ** 0.5 / sum(n**0.5 for n in sizes.values()),
         "equal": 1 / 3,
     }[weighting]
     assert share["ccp1003"] == pytest.approx(expected, abs=0.02)
