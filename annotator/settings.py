@@ -197,6 +197,8 @@ MASKLOOP_TRAIN_PROCESSES = env_int("MASKLOOP_TRAIN_PROCESSES", 0)
 # Images per Celery task of the automatic stage (several gpu workers share a job by chunks).
 MASKLOOP_AUTOMATIC_CHUNK = env_int("MASKLOOP_AUTOMATIC_CHUNK", 8)
 MASKLOOP_TORCH_THREADS = env_int("MASKLOOP_TORCH_THREADS", max(1, (os.cpu_count() or 2) // 2))
+# Clicks after an object's first are answered on a crop around it (model/zoom.py).
+MASKLOOP_ZOOM_IN = env_bool("MASKLOOP_ZOOM_IN", True)
 # Version 0 of new projects: the shipped starter checkpoint by default, a path to another, or
 # "none" to start projects with GrabCut only.
 MASKLOOP_STARTER_CHECKPOINT = env_str("MASKLOOP_STARTER_CHECKPOINT", "")

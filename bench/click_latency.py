@@ -5,8 +5,13 @@ logs in, opens a demo photo, waits for its embedding, then sends clicks one at a
 waits for its answer) and prints p50 / p95 / max in milliseconds.
 
     .venv/bin/python bench/click_latency.py [--clicks 200] [--checkpoint model/weights/starter.pth]
+        [--object-clicks 5]
 
 Without --checkpoint the shipped starter model answers (GrabCut where none is shipped).
+``--object-clicks K``: the clicks come in objects of K, each after the first near it and
+continuing from the previous answer (the page's ``mask_input`` handle), as an annotator
+corrects a mask; with zoom-in (``MASKLOOP_ZOOM_IN``, on by default) the second click of an
+object embeds a crop, and the figures are given for first and later clicks apart.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ def main() -> None:
         "--checkpoint", help="starter checkpoint to serve (its .json card beside it)"
     )
     parser.add_argument("--image", default="coffee.png")
+    parser.add_argument("--object-clicks", type=int, default=1, help="clicks per object")
     args = parser.parse_args()
 
     from websockets.sync.client import connect
@@ -73,15 +79,31 @@ def main() -> None:
             print(f"model {ready['model']}, embedding {ready['embedding']} in {ready['ms']} ms")
             rng = random.Random(0)
             width, height = image["width"], image["height"]
-            times = []
+            times: dict[str, list[float]] = {"first": [], "later": []}
+            points: list[list[float]] = []
+            labels: list[int] = []
+            handle = None
             for click in range(args.clicks + 10):
-                points = [[rng.uniform(0, width - 1), rng.uniform(0, height - 1)]]
+                if click % args.object_clicks == 0:
+                    points, labels, handle = [], [], None
+                    points.append([rng.uniform(0, width - 1), rng.uniform(0, height - 1)])
+                    labels.append(1)
+                else:
+                    x, y = points[0]
+                    points.append(
+                        [
+                            min(max(x + rng.uniform(-40, 40), 0), width - 1),
+                            min(max(y + rng.uniform(-40, 40), 0), height - 1),
+                        ]
+                    )
+                    labels.append(len(points) % 2)
                 message = {
                     "type": "predict",
                     "id": click,
                     "points": points,
-                    "labels": [1],
-                    "multimask": True,
+                    "labels": labels,
+                    "multimask": len(points) == 1,
+                    "mask_input": None if handle is None else f"{handle}:0",
                 }
                 start = time.perf_counter()
                 socket.send(json.dumps(message))
@@ -89,14 +111,19 @@ def main() -> None:
                 elapsed = (time.perf_counter() - start) * 1000
                 if answer["type"] != "prediction":
                     raise SystemExit(f"error answer: {answer}")
+                handle = answer.get("handle")
                 if click >= 10:  # the first clicks warm up the process
-                    times.append(elapsed)
-    times.sort()
-    p95 = times[int(0.95 * (len(times) - 1))]
-    print(
-        f"{len(times)} clicks, round trip ms: p50 {statistics.median(times):.1f}, "
-        f"p95 {p95:.1f}, max {times[-1]:.1f} (model {ready['model']})"
-    )
+                    times["first" if len(points) == 1 else "later"].append(elapsed)
+    for kind, values in times.items():
+        if not values:
+            continue
+        values.sort()
+        p95 = values[int(0.95 * (len(values) - 1))]
+        print(
+            f"{kind} clicks of an object: {len(values)}, round trip ms: p50 "
+            f"{statistics.median(values):.1f}, p95 {p95:.1f}, max {values[-1]:.1f} "
+            f"(model {ready['model']})"
+        )
 
 
 if __name__ == "__main__":

@@ -87,18 +87,24 @@ def _store(name: str, embedding: Any) -> None:
     default_storage.save(name, ContentFile(embedding.to_bytes(half=True)))
 
 
+def image_pixels(image: Image) -> Any:
+    """The image's HxWx3 uint8 RGB pixels, decoded once and kept in the in-process LRU (for
+    GrabCut, and for the crops of zoom-in)."""
+    key = (image.sha256, "pixels")
+    pixels = memory.get(key)
+    if pixels is None:
+        pixels = image_service.read_rgb(image)
+        memory.put(key, pixels)
+    return pixels
+
+
 def ready_predictor(image: Image, version: ModelVersion | None) -> Loaded:
     """A predictor for the version with the image set: from memory, from disk, or computed
     now (and stored) when the precomputation has not reached this image yet."""
     start = time.perf_counter()
     predictor = predictors.make_predictor(version)
     if version is None:
-        key = (image.sha256, predictors.GRABCUT)
-        pixels = memory.get(key)
-        if pixels is None:
-            pixels = image_service.read_rgb(image)
-            memory.put(key, pixels)
-        predictor.set_image(pixels)
+        predictor.set_image(image_pixels(image))
         return Loaded(predictor, "image", time.perf_counter() - start)
 
     from model.predictor import ImageEmbedding

@@ -670,6 +670,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="stop an object once IoU >= this after 5 clicks (exact NoC up to this threshold)",
     )
+    parser.add_argument(
+        "--zoom",
+        choices=("on", "off"),
+        default="off",
+        help="checkpoints: zoom in on the object after the first click (model/zoom.py)",
+    )
     parser.add_argument("--min-area", type=float, default=0.0, help="skip smaller objects (px)")
     parser.add_argument("--data", type=Path, default=None, help="data root (default: shared)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
@@ -686,6 +692,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     predictor = make_predictor(args.predictor)
     if args.hq_only:
         _set_hq_only(predictor)
+    if args.zoom == "on":
+        predictor = _zoomed(predictor)
     all_results: list[InstanceResult] = []
     rows: list[tuple[str, Metrics]] = []
     for set_name in args.sets:
@@ -715,6 +723,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "mode": args.mode,
             "prompt": args.prompt,
             "hq_only": args.hq_only,
+            "zoom": args.zoom,
             "max_clicks": args.max_clicks,
             "stop_iou": args.stop_iou,
             "limit": args.limit,
@@ -733,6 +742,16 @@ def _set_hq_only(predictor: InteractivePredictor) -> None:
     if not isinstance(predictor, SamPredictor) or not predictor.model.is_hq:
         raise SystemExit("--hq-only needs an HQ-SAM checkpoint (a configuration ending in _hq)")
     predictor.hq_only = True
+
+
+def _zoomed(predictor: InteractivePredictor) -> InteractivePredictor:
+    """``--zoom on``: a ``SamPredictor`` wrapped in a ``ZoomInPredictor``."""
+    from model.predictor import SamPredictor
+    from model.zoom import ZoomInPredictor
+
+    if not isinstance(predictor, SamPredictor):
+        raise SystemExit("--zoom on needs a checkpoint predictor")
+    return ZoomInPredictor(predictor)
 
 
 if __name__ == "__main__":

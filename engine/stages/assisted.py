@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 
 from annotator.models import Image, ModelVersion
 from engine import embeddings, predictors, rle
@@ -78,11 +79,12 @@ class ClickSession:
 
     def predict(self, prompt: Prompt) -> Answer:
         start = time.perf_counter()
-        mask_input = None
+        mask_input: np.ndarray | None = None
         if prompt.mask_handle is not None:
-            mask_input = self._logits.get(prompt.mask_handle)
-            if mask_input is None:
+            kept = self._logits.get(prompt.mask_handle)
+            if kept is None:
                 raise InvalidInput(f"unknown or expired mask handle {prompt.mask_handle!r}")
+            mask_input = kept.astype(np.float32)
         options: dict[str, Any] = {}
         if prompt.hq is not None:
             if not self.supports_hq:
@@ -118,7 +120,8 @@ class ClickSession:
         return Answer(candidates, handle, (time.perf_counter() - start) * 1000)
 
     def _remember(self, key: str, logits: np.ndarray) -> None:
-        self._logits[key] = logits
+        # float16: zoom-in's logits are 1xSxS (1 MB in float32 at 512 px), 48 of them kept.
+        self._logits[key] = logits.astype(np.float16)
         while len(self._logits) > LOGITS_KEPT * 3:
             self._logits.popitem(last=False)
 
@@ -132,7 +135,13 @@ def open_session(image: Image, version: ModelVersion | None) -> ClickSession:
     """Ready the version's predictor on this image (computing the embedding now if it is
     missing); ``version`` None means GrabCut (see ``predictors.answering_version``)."""
     loaded = embeddings.ready_predictor(image, version)
-    return ClickSession(image, version, loaded.predictor, loaded.source, loaded.seconds)
+    predictor = loaded.predictor
+    if version is not None and settings.MASKLOOP_ZOOM_IN:
+        from model.zoom import ZoomInPredictor
+
+        predictor = ZoomInPredictor(predictor)
+        predictor.set_pixels(lambda: embeddings.image_pixels(image))
+    return ClickSession(image, version, predictor, loaded.source, loaded.seconds)
 
 
 def parse_prompt(message: dict[str, Any], image: Image) -> Prompt:

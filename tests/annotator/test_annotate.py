@@ -213,6 +213,12 @@ async def talk(
             )
             answers.append(await communicator.receive_json_from(timeout=60))
         await communicator.disconnect()
+    else:
+        # A refused consumer still waits for the client's disconnect: send it and let the
+        # consumer finish here, so that no database call of its is left pending when the
+        # event loop of async_to_sync closes (a CI run once hung there for 600 s).
+        await communicator.send_input({"type": "websocket.disconnect", "code": code})
+        await communicator.wait(timeout=30)
     return connected, code, answers
 
 
@@ -338,3 +344,44 @@ def test_scripts_open_the_websocket_with_a_token(how: str, disc: Any, users: Any
         assert not connected and code == 4403
     else:
         assert connected and answers[1]["type"] == "prediction"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("zoom", [True, False])
+def test_later_clicks_on_a_small_object_are_answered_on_a_crop(
+    zoom: bool, project_factory: Any, settings: Any
+) -> None:
+    from engine.stages import assisted
+    from model.predictor import SamPredictor
+    from model.zoom import ZoomInPredictor
+
+    settings.MASKLOOP_ZOOM_IN = zoom
+    project = project_factory()
+    data, _ = disc_image(width=900, height=600)  # the disc is small in a large photo
+    image = images.store(project, images.prepare(data, "large.png"))
+    embeddings.memory.clear()
+    promote_tiny_sam(project)
+    version = project.promoted_version()
+    session = assisted.open_session(image, version)
+    first = session.predict(
+        assisted.Prompt(np.array([[60.0, 45.0]]), np.array([1]), None, None, True)
+    )
+    second = session.predict(
+        assisted.Prompt(
+            np.array([[60.0, 45.0], [70.0, 50.0]]),
+            np.array([1, 1]),
+            None,
+            # No previous mask: a random model's masks are anywhere, and the crop is made
+            # around them; without one it is made around the clicks.
+            None,
+            False,
+        )
+    )
+    assert first.handle is not None and len(second.candidates) == 1
+    if zoom:
+        assert isinstance(session.predictor, ZoomInPredictor)
+        crop = session.predictor._crop_box
+        # The crop holds both clicks and is far smaller than the photo.
+        assert crop is not None and crop[0] <= 60 and crop[2] > 70 and crop[2] - crop[0] < 900
+    else:
+        assert type(session.predictor) is SamPredictor

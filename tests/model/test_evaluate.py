@@ -425,3 +425,20 @@ def test_hq_only_needs_an_hq_checkpoint(tmp_path: Path) -> None:
     _write_toy_set(tmp_path)
     with pytest.raises(SystemExit, match="HQ-SAM"):
         ev.main(["--sets", "toy", "--data", str(tmp_path), "--hq-only"])
+
+
+def test_zoom_on_wraps_a_checkpoint_and_is_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from model.build import build_sam
+    from model.checkpoints import save_checkpoint
+
+    _write_toy_set(tmp_path)
+    path = save_checkpoint(tmp_path / "m.pt", build_sam("vit_tiny_test"), {"name": "vit_tiny_test"})
+    out = tmp_path / "zoom.json"
+    argv = ["--predictor", f"checkpoint:{path}", "--sets", "toy", "--data", str(tmp_path)]
+    assert ev.main([*argv, "--max-clicks", "3", "--zoom", "on", "--json", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    assert payload["zoom"] == "on" and len(payload["instances"][0]["ious"]) >= 1
+    with pytest.raises(SystemExit, match="checkpoint"):
+        ev.main(["--sets", "toy", "--data", str(tmp_path), "--zoom", "on"])
