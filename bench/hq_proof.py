@@ -26,16 +26,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.checkpoints import read_checkpoint  # noqa: E402
+from model.compare import paired_row  # noqa: E402
 from model.evaluate import (  # noqa: E402
     evaluate,
     make_predictor,
-    paired_bootstrap,
     summarize,
 )
 from model.train.data import iter_instances, load_coco_set, shared_data_root  # noqa: E402
@@ -95,11 +94,13 @@ def run(checkpoint: Path, set_name: str, images: int, *, prompt: str, max_clicks
 def paired(
     base: dict[str, dict[str, float]], hq: dict[str, dict[str, float]], key: str
 ) -> dict[str, Any]:
-    keys = sorted(set(base) & set(hq))
-    a = np.array([hq[k][key] for k in keys])
-    b = np.array([base[k][key] for k in keys])
-    diff, low, high = paired_bootstrap(a, b)
-    return {"base": float(b.mean()), "hq": float(a.mean()), "difference": diff, "ci95": [low, high]}
+    row = paired_row(hq, base, key)
+    return {
+        "base": row["baseline"],
+        "hq": row["candidate"],
+        "difference": row["difference"],
+        "ci95": row["ci95"],
+    }
 
 
 def main() -> int:

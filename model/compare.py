@@ -22,28 +22,35 @@ def per_image(run: dict[str, Any], set_name: str) -> dict[str, dict[str, float]]
     return dict(run["metrics"][set_name]["per_image"])
 
 
-def compare(candidate: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
-    """Per set and metric: both means on the shared images, the paired difference and its 95%
-    interval; ``better`` when the interval excludes zero in the candidate's favour."""
+def paired_row(
+    ours: dict[str, dict[str, float]], theirs: dict[str, dict[str, float]], metric: str
+) -> dict[str, Any]:
+    """One metric over the images both runs have (``per_image`` values): both means, the
+    paired difference and its 95% interval; ``better`` when the interval excludes zero in
+    ours' favour (lower is better for NoC)."""
+    keys = sorted(set(ours) & set(theirs))
+    a = np.array([ours[k][metric] for k in keys])
+    b = np.array([theirs[k][metric] for k in keys])
+    diff, low, high = paired_bootstrap(a, b)
+    better = high < 0 if metric.startswith("noc") else low > 0
+    return {
+        "candidate": float(a.mean()),
+        "baseline": float(b.mean()),
+        "difference": diff,
+        "ci95": [low, high],
+        "better": bool(better),
+    }
+
+
+def compare(
+    candidate: dict[str, Any], baseline: dict[str, Any], metrics: tuple[str, ...] = METRICS
+) -> dict[str, Any]:
+    """Per set, ``paired_row`` of each metric."""
     report: dict[str, Any] = {}
     for set_name in sorted(set(candidate["metrics"]) & set(baseline["metrics"])):
         ours, theirs = per_image(candidate, set_name), per_image(baseline, set_name)
-        keys = sorted(set(ours) & set(theirs))
-        rows = {}
-        for metric in METRICS:
-            a = np.array([ours[k][metric] for k in keys])
-            b = np.array([theirs[k][metric] for k in keys])
-            diff, low, high = paired_bootstrap(a, b)
-            lower_is_better = metric.startswith("noc")
-            better = high < 0 if lower_is_better else low > 0
-            rows[metric] = {
-                "candidate": float(a.mean()),
-                "baseline": float(b.mean()),
-                "difference": diff,
-                "ci95": [low, high],
-                "better": bool(better),
-            }
-        report[set_name] = {"images": len(keys), "metrics": rows}
+        rows = {metric: paired_row(ours, theirs, metric) for metric in metrics}
+        report[set_name] = {"images": len(set(ours) & set(theirs)), "metrics": rows}
     return report
 
 

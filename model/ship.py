@@ -80,6 +80,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         "",
         "## Figures (standard interactive protocol, 20 clicks, against GrabCut on the same clicks)",
         "",
+        f"Predictor: {card.get('inference') or 'the model alone'}.",
+        "",
         "| set | images | metric | this model | GrabCut | difference [95% CI] |",
         "|---|---|---|---|---|---|",
     ]
@@ -101,6 +103,7 @@ def ship(
     holdout: list[str],
     comparison: dict[str, Any],
     description: str,
+    inference: str = "",
     out: Path = WEIGHTS,
 ) -> dict[str, Any]:
     payload = read_checkpoint(checkpoint)
@@ -118,6 +121,7 @@ def ship(
         "bytes": size,
         "created": datetime.date.today().isoformat(),
         "description": description,
+        "inference": inference,
         "command": command,
         "training_sets": sets,
         "holdout": holdout,
@@ -144,6 +148,9 @@ def main() -> None:
     parser.add_argument(
         "--description", default="EfficientNet-Lite0 (ImageNet) + neck + SAM decoder"
     )
+    parser.add_argument(
+        "--inference", default="", help="how the figures were predicted (e.g. zoom-in on)"
+    )
     parser.add_argument("--out", type=Path, default=WEIGHTS)
     args = parser.parse_args()
     card = ship(
@@ -153,6 +160,7 @@ def main() -> None:
         holdout=[s for s in args.holdout.split(",") if s],
         comparison=json.loads(args.comparison.read_text()),
         description=args.description,
+        inference=args.inference,
         out=args.out,
     )
     print(
