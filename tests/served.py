@@ -28,12 +28,15 @@ class Served:
     process: subprocess.Popen[bytes]
     data_dir: Path
     log: Path
+    starter: str = "none"  # MASKLOOP_STARTER_CHECKPOINT of the platform, for shell() too
 
     def shell(self, script: str) -> dict[str, Any]:
         """Run a Python script in ``manage.py shell`` against this platform's data and return
         the JSON object its last printed line holds (how browser tests set up their world)."""
         env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
         env["MASKLOOP_DATA_DIR"] = str(self.data_dir)
+        # Projects a test creates start as the served platform's do.
+        env["MASKLOOP_STARTER_CHECKPOINT"] = self.starter
         done = subprocess.run(
             [sys.executable, "manage.py", "shell", "-c", script],
             cwd=ROOT,
@@ -110,7 +113,9 @@ def serve_platform(
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: see the end
         )
-    served = Served(f"http://127.0.0.1:{port}", process, data_dir, log)
+    served = Served(
+        f"http://127.0.0.1:{port}", process, data_dir, log, env["MASKLOOP_STARTER_CHECKPOINT"]
+    )
     try:
         deadline = time.monotonic() + 90
         while True:
