@@ -651,6 +651,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--split", choices=("val", "train", "all"), default="val")
     parser.add_argument("--limit", type=int, default=None, help="first N images of each set")
+    parser.add_argument(
+        "--skip", type=int, default=0, help="leave out the first N images (before --limit)"
+    )
     parser.add_argument("--max-clicks", type=int, default=20)
     parser.add_argument("--mode", choices=("best", "single"), default="best")
     parser.add_argument(
@@ -699,7 +702,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for set_name in args.sets:
         coco_set = load_coco_set(root / set_name)
         instances = list(
-            iter_instances(coco_set, args.split, min_area=args.min_area, limit_images=args.limit)
+            iter_instances(
+                coco_set,
+                args.split,
+                min_area=args.min_area,
+                limit_images=args.limit,
+                skip_images=args.skip,
+            )
         )
         results = evaluate(
             predictor,
@@ -727,6 +736,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "max_clicks": args.max_clicks,
             "stop_iou": args.stop_iou,
             "limit": args.limit,
+            "skip": args.skip,
             "metrics": {name: asdict(m) for name, m in rows},
             "instances": [asdict(r) for r in all_results],
         }

@@ -241,6 +241,7 @@ def iter_instances(
     min_area: float = 0.0,
     include_crowd: bool = False,
     limit_images: int | None = None,
+    skip_images: int = 0,
 ) -> Iterator[Instance]:
     """Yield the instances of a split, image by image (sorted ids), in file order within one.
 
@@ -250,8 +251,10 @@ def iter_instances(
         include_crowd: COCO ``iscrowd`` regions are not objects and are skipped by default.
         limit_images: stop after this many images of the split (those with no kept instance
             count too, so the subset is the same whatever ``min_area`` is).
+        skip_images: leave out this many first images of the split (before ``limit_images``
+            applies): e.g. images 41 to 69 of a split whose first 40 were measured already.
     """
-    image_ids = coco_set.image_ids(split)
+    image_ids = coco_set.image_ids(split)[skip_images:]
     if limit_images is not None:
         image_ids = image_ids[:limit_images]
     for image_id in image_ids:

@@ -127,6 +127,10 @@ def test_iter_instances_filters_crowds_small_objects_and_limits_images(tmp_path:
     assert len(list(iter_instances(coco_set, "all", include_crowd=True))) == 12
     first = list(iter_instances(coco_set, "val", limit_images=1))
     assert {i.image.id for i in first} == {2}
+    everything = {i.image.id for i in iter_instances(coco_set, "all")}
+    rest = {i.image.id for i in iter_instances(coco_set, "all", skip_images=1)}
+    head = {i.image.id for i in iter_instances(coco_set, "all", limit_images=1)}
+    assert rest and head.isdisjoint(rest) and head | rest == everything
 
 
 def test_unknown_split_or_missing_splits_are_errors(tmp_path: Path) -> None:
