@@ -82,6 +82,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         "",
         f"Predictor: {card.get('inference') or 'the model alone'}.",
         "",
+        *([card["note"], ""] if card.get("note") else []),
         "| set | images | metric | this model | GrabCut | difference [95% CI] |",
         "|---|---|---|---|---|---|",
     ]
@@ -104,6 +105,7 @@ def ship(
     comparison: dict[str, Any],
     description: str,
     inference: str = "",
+    note: str = "",
     out: Path = WEIGHTS,
 ) -> dict[str, Any]:
     payload = read_checkpoint(checkpoint)
@@ -122,6 +124,7 @@ def ship(
         "created": datetime.date.today().isoformat(),
         "description": description,
         "inference": inference,
+        "note": note,
         "command": command,
         "training_sets": sets,
         "holdout": holdout,
@@ -151,6 +154,7 @@ def main() -> None:
     parser.add_argument(
         "--inference", default="", help="how the figures were predicted (e.g. zoom-in on)"
     )
+    parser.add_argument("--note", default="", help="a paragraph under the figures")
     parser.add_argument("--out", type=Path, default=WEIGHTS)
     args = parser.parse_args()
     card = ship(
@@ -161,6 +165,7 @@ def main() -> None:
         comparison=json.loads(args.comparison.read_text()),
         description=args.description,
         inference=args.inference,
+        note=args.note,
         out=args.out,
     )
     print(

@@ -48,6 +48,7 @@ def test_ship_writes_fp16_weights_and_a_card(tmp_path: Path) -> None:
         comparison=comparison,
         description="test",
         inference="zoom-in on",
+        note="Measured on validation images.",
         out=tmp_path / "weights",
     )
     weights = tmp_path / "weights" / "starter.pth"
@@ -59,5 +60,5 @@ def test_ship_writes_fp16_weights_and_a_card(tmp_path: Path) -> None:
     assert "CC BY-NC 4.0" in text and "research and evaluation" in text
     assert "--sets fruits-nuts,ccp1003" in text
     assert "| s | 2 | miou@3 | 0.850 | 0.450 |" in text
-    assert "Predictor: zoom-in on." in text
+    assert "Predictor: zoom-in on.\n\nMeasured on validation images." in text
     build_sam("vit_tiny_test", checkpoint=weights)  # loads strictly
