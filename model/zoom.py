@@ -347,10 +347,10 @@ class ZoomInPredictor:
         crop_scale = self.size / max(x1 - x0, y1 - y0)
         crop_valid = self.crop.input_size
         quarter = self.size // 4
+        low_frame = _Frame(float(x0), float(y0), crop_scale / 4)
+        low_valid = (-(-crop_valid[0] // 4), -(-crop_valid[1] // 4))
         low = None
         if full_logits is not None:
-            low_frame = _Frame(float(x0), float(y0), crop_scale / 4)
-            low_valid = (-(-crop_valid[0] // 4), -(-crop_valid[1] // 4))
             low = resample(
                 full_logits, self._full_frame(), self._full_valid(), (quarter, quarter), low_frame
             )
@@ -369,11 +369,7 @@ class ZoomInPredictor:
         assert out.low_res_logits is not None
         crop_logits = torch.as_tensor(out.low_res_logits)
         whole = resample(
-            crop_logits,
-            _Frame(float(x0), float(y0), crop_scale / 4),
-            (-(-crop_valid[0] // 4), -(-crop_valid[1] // 4)),
-            (self.size, self.size),
-            self._full_frame(),
+            crop_logits, low_frame, low_valid, (self.size, self.size), self._full_frame()
         )
         return Prediction(masks, out.iou_predictions, whole.numpy())
 
