@@ -19,10 +19,15 @@ def create_project(
     owner: Any,
     description: str = "",
     categories: list[str] | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> Project:
-    """A new project; its creator becomes its admin."""
+    """A new project; its creator becomes its admin. Its version 0 is the starter model, whose
+    calibrated automatic-stage thresholds fill ``settings["automatic"]`` unless given."""
     project = Project.objects.create(
-        name=name, description=description, created_by=owner if owner is not None else None
+        name=name,
+        description=description,
+        settings=dict(settings or {}),
+        created_by=owner if owner is not None else None,
     )
     if owner is not None:
         Membership.objects.create(project=project, user=owner, role=Role.ADMIN)

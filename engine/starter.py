@@ -3,6 +3,8 @@
 The checkpoint is stored once in the media storage under a name derived from its sha256 and
 shared by every project's version 0 (never copied per project, never deleted with one).
 Where no starter checkpoint is present, a project starts with no version and GrabCut answers.
+When the card records automatic-stage thresholds calibrated for the model, a new project
+starts with them as its ``settings["automatic"]``.
 """
 
 from __future__ import annotations
@@ -68,6 +70,12 @@ def add_starter_version(project: Project, *, user: Any = None) -> ModelVersion |
     )
     version.checkpoint.name = name
     version.save()
+    thresholds = (card.get("automatic") or {}).get("thresholds")
+    if thresholds and "automatic" not in project.settings:
+        # Calibrated for this model (model.amg.calibrate): at the paper's thresholds it keeps
+        # nothing (DECISIONS 12a). The project's own, visible and editable.
+        project.settings = {**project.settings, "automatic": dict(thresholds)}
+        project.save(update_fields=["settings"])
     return version
 
 

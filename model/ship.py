@@ -93,7 +93,67 @@ def card_markdown(card: dict[str, Any]) -> str:
                 f"| {set_name} | {block['images']} | {metric} | {row['candidate']:.3f} | "
                 f"{row['baseline']:.3f} | {row['difference']:+.3f} [{low:+.3f}, {high:+.3f}] |"
             )
+    automatic = card.get("automatic")
+    if automatic:
+        lines += ["", *automatic_markdown(automatic)]
     return "\n".join(lines) + "\n"
+
+
+def automatic_markdown(automatic: dict[str, Any]) -> list[str]:
+    """The card's section on the automatic stage's thresholds (``record_calibration``)."""
+    thresholds = automatic.get("thresholds") or {}
+    lines = [
+        "## Automatic stage (thresholds calibrated for this model)",
+        "",
+        f"Made by: `{automatic['command']}`",
+        "",
+        (
+            f"Kept masks reach a mean IoU of {automatic['target']} with their ground truth at "
+            f"predicted IoU > {thresholds['pred_iou_thresh']} and stability >= "
+            f"{thresholds['stability_score_thresh']}; new projects with this model start with "
+            'them as `settings["automatic"]`.'
+            if thresholds
+            else f"No thresholds reach a mean IoU of {automatic['target']}: projects keep the "
+            "paper's."
+        ),
+        "",
+        "| thresholds | masks per image | measured | mean IoU | IoU >= 0.9 | IoU < 0.75 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label in ("paper", "calibrated", "loose"):
+        row = automatic["figures"].get(label)
+        if not row:
+            continue
+
+        def share(value: float | None) -> str:
+            return "-" if value is None else f"{value:.1%}"
+
+        mean = "-" if row["mean_iou"] is None else f"{row['mean_iou']:.3f}"
+        lines.append(
+            f"| {label}: > {row['pred_iou_thresh']}, >= {row['stability_score_thresh']} | "
+            f"{row['per_image']:.1f} | {row['measured']} | {mean} | {share(row['good_share'])} "
+            f"| {share(row['bad_share'])} |"
+        )
+    return lines
+
+
+def record_calibration(card_path: Path, calibration: dict[str, Any], command: str) -> None:
+    """Write a calibration (``model.amg.calibrate``) into a shipped card and its MODEL_CARD.md;
+    the engine seeds new projects' automatic-stage settings from it."""
+    card = json.loads(card_path.read_text())
+    card["automatic"] = {
+        "command": command,
+        "target": calibration["target"],
+        "thresholds": calibration["thresholds"],
+        "images": calibration["images"],
+        "figures": {
+            label: calibration[label]
+            for label in ("paper", "calibrated", "loose")
+            if calibration.get(label)
+        },
+    }
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    (card_path.parent / "MODEL_CARD.md").write_text(card_markdown(card))
 
 
 def ship(

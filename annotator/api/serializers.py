@@ -25,6 +25,7 @@ from engine import verification
 from engine.errors import EngineError
 from engine.jobs import JOB_KINDS
 from engine.projects import role_of
+from engine.stages import automatic
 
 
 class ProjectSerializer(serializers.ModelSerializer[Project]):
@@ -61,11 +62,13 @@ class ProjectSerializer(serializers.ModelSerializer[Project]):
         verifier's target and audit) is checked on save rather than at its first use."""
         if not isinstance(value, dict):
             raise serializers.ValidationError('settings must be an object, e.g. {"semi": {}}')
-        if "verification" in value:
-            try:
+        try:
+            if "verification" in value:
                 verification.check_settings(value["verification"])
-            except EngineError as exc:
-                raise serializers.ValidationError(exc.message) from None
+            if "automatic" in value:
+                automatic.check_project_settings(value["automatic"])
+        except EngineError as exc:
+            raise serializers.ValidationError(exc.message) from None
         return value
 
 
@@ -326,7 +329,11 @@ class AutomaticRequestSerializer(serializers.Serializer[Any]):
     images = serializers.JSONField(
         required=False, help_text='"pending" (default), "all", or a list of image ids'
     )
-    preset = serializers.ChoiceField(choices=["fast", "sa1b"], required=False, default="fast")
+    preset = serializers.ChoiceField(
+        choices=["fast", "sa1b"],
+        required=False,
+        help_text='default: the project\'s settings["automatic"]["preset"], else "fast"',
+    )
     settings = serializers.DictField(
         required=False, help_text="generator parameters replacing the preset's"
     )

@@ -125,6 +125,7 @@ class ProjectViewSet(ProjectScopedMixin, viewsets.ModelViewSet[Project]):
             owner=self.request.user,
             description=data.pop("description", ""),
             categories=data.pop("categories", []),
+            settings=data.pop("settings", None),
         )
         for field, value in data.items():
             setattr(project, field, value)
@@ -169,7 +170,8 @@ class ProjectViewSet(ProjectScopedMixin, viewsets.ModelViewSet[Project]):
         """Run the fully automatic stage (a gpu job, in chunks): a model version labels the
         images alone. Body: ``version`` (default: the promoted one), ``images`` ("pending",
         "all" or a list of ids), ``preset`` ("fast" or "sa1b"), ``settings`` (generator
-        parameters that replace the preset's, e.g. ``{"pred_iou_thresh": 0.7}``)."""
+        parameters that replace the preset's, e.g. ``{"pred_iou_thresh": 0.7}``). Both
+        default to the project's ``settings["automatic"]``."""
         body = s.AutomaticRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
@@ -177,7 +179,7 @@ class ProjectViewSet(ProjectScopedMixin, viewsets.ModelViewSet[Project]):
             self.get_object(),
             version_id=data.get("version"),
             images=data.get("images", "pending"),
-            preset=data.get("preset", "fast"),
+            preset=data.get("preset"),
             overrides=data.get("settings") or {},
             user=request.user,
         )

@@ -95,6 +95,35 @@ def check_settings(preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
+def check_project_settings(value: Any) -> dict[str, Any]:
+    """``settings["automatic"]``: a project's defaults for its automatic runs, ``preset`` and
+    generator parameters (e.g. thresholds calibrated for its model), checked on save."""
+    if not isinstance(value, dict):
+        raise InvalidInput(
+            'settings["automatic"] must be an object, e.g. {"pred_iou_thresh": 0.6}',
+            field="automatic",
+        )
+    own = dict(value)
+    preset = own.pop("preset", "fast")
+    if not isinstance(preset, str):
+        raise InvalidInput('settings["automatic"]["preset"] must be a name', field="preset")
+    return {"preset": preset, **check_settings(preset, own)}
+
+
+def run_settings(
+    project: Project, preset: str | None = None, overrides: dict[str, Any] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The preset and generator parameters of a run: the run's own, over the project's
+    ``settings["automatic"]``, over the preset's (DECISIONS 12a: the ``sa1b`` preset keeps the
+    paper's thresholds; a project whose model is calibrated otherwise overrides them)."""
+    if overrides is not None and not isinstance(overrides, dict):
+        raise InvalidInput("settings must be an object of generator parameters", field="settings")
+    own = check_project_settings(project.settings.get("automatic") or {})
+    chosen = preset or str(own.pop("preset"))
+    own.pop("preset", None)
+    return chosen, check_settings(chosen, {**own, **(overrides or {})})
+
+
 def _version(project: Project, version_id: int | None) -> ModelVersion:
     if version_id is None:
         version = predictors.answering_version(project)
@@ -137,7 +166,7 @@ def enqueue(
     *,
     version_id: int | None = None,
     images: str | list[int] = "pending",
-    preset: str = "fast",
+    preset: str | None = None,
     overrides: dict[str, Any] | None = None,
     source: str = MaskSource.AUTOMATIC,
     user: Any = None,
@@ -145,11 +174,16 @@ def enqueue(
     """Start the automatic stage for a version (default: the promoted one).
 
     images: "pending" (not yet labelled by that version), "all" (re-run everywhere), or a
-    list of image ids of the project. source: ``automatic``, or ``semi`` for the
-    semi-automatic stage's pre-fill (engine.stages.semi).
+    list of image ids of the project. preset and overrides: the run's own, over the project's
+    defaults (``run_settings``); the semi-automatic pre-fill passes its whole setting.
+    source: ``automatic``, or ``semi`` for the pre-fill (engine.stages.semi).
     """
     version = _version(project, version_id)
-    clean = check_settings(preset, overrides or {})
+    if source == MaskSource.AUTOMATIC:
+        preset, clean = run_settings(project, preset, overrides)
+    else:
+        preset = preset or "fast"
+        clean = check_settings(preset, overrides or {})
     selection = check_selection(project, images)
     return jobs.enqueue(
         project,
@@ -190,14 +224,14 @@ def run_here(
     *,
     version_id: int | None = None,
     images: str | list[int] = "pending",
-    preset: str = "fast",
+    preset: str | None = None,
     overrides: dict[str, Any] | None = None,
     on_progress: Any = None,
 ) -> dict[str, Any]:
     """The automatic stage in this process, image by image (``manage.py run_automatic``);
     stored exactly as the job stores it, so the two may be mixed and resumed."""
     version = _version(project, version_id)
-    clean = check_settings(preset, overrides or {})
+    preset, clean = run_settings(project, preset, overrides)
     ids = selected_images(project, version, check_selection(project, images))  # automatic
     generator = _generator(version, preset, clean)
     masks = 0

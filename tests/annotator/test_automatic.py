@@ -298,3 +298,59 @@ def test_the_admin_action_queues_the_job(labelled_project: Any, users: Any, clie
     assert response.status_code == 200
     job = Job.objects.get(project=project, kind="automatic")
     assert f"automatic-stage job {job.pk} queued" in response.content.decode()
+
+
+def test_the_projects_settings_are_every_runs_defaults(
+    labelled_project: Any, users: Any, client_for: Any
+) -> None:
+    """Thresholds calibrated for the project's model (DECISIONS 12a) apply to runs that name
+    none: the API's, the command's, the admin action's, a regeneration's."""
+    from django.core.management import call_command
+
+    project, version = labelled_project
+    client = client_for(users["admin"])
+    patched = client.patch(
+        f"/api/projects/{project.pk}/", {"settings": {"automatic": LOOSE}}, format="json"
+    )
+    assert patched.status_code == 200, patched.data
+    job = start(client, project)
+    assert job.status_code == 202
+    assert job.data["params"]["settings"] == LOOSE and job.data["params"]["preset"] == "fast"
+    Job.objects.filter(pk=job.data["id"]).delete()
+    # A run's own parameters win over the project's, one by one.
+    job = start(client, project, preset="sa1b", settings={"pred_iou_thresh": 0.3})
+    assert job.data["params"]["preset"] == "sa1b"
+    assert job.data["params"]["settings"] == {**LOOSE, "pred_iou_thresh": 0.3}
+    Job.objects.filter(pk=job.data["id"]).delete()
+
+    # In process: the project's loose thresholds keep masks of the random-weight model that
+    # the paper's (the preset's own) keep none of.
+    out = io.StringIO()
+    call_command("run_automatic", str(project.pk), stdout=out, verbosity=0)
+    kept = Mask.objects.filter(image__project=project, source_stage="automatic").count()
+    assert kept > 0
+    strict = ["--set=pred_iou_thresh=0.88", "--set=stability_score_thresh=0.95"]
+    call_command("run_automatic", str(project.pk), "--images", "all", *strict, verbosity=0)
+    assert not Mask.objects.filter(image__project=project, source_stage="automatic").exists()
+    assert AutomaticLabel.objects.filter(model_version=version).count() == 5
+
+
+@pytest.mark.parametrize(
+    ("automatic", "says"),
+    [
+        ({"pred_iou": 0.5}, "unknown generator parameter"),
+        ({"preset": "huge"}, "preset"),
+        ({"points_per_side": -1}, "points_per_side"),
+        (0.5, "must be an object"),
+    ],
+)
+def test_bad_project_settings_are_refused_on_save(
+    labelled_project: Any, users: Any, client_for: Any, automatic: Any, says: str
+) -> None:
+    project, _ = labelled_project
+    response = client_for(users["admin"]).patch(
+        f"/api/projects/{project.pk}/", {"settings": {"automatic": automatic}}, format="json"
+    )
+    assert response.status_code == 400 and says in str(response.data)
+    project.refresh_from_db()
+    assert "automatic" not in project.settings

@@ -70,3 +70,21 @@ def test_without_a_starter_grabcut_answers(users: Any, settings: Any) -> None:
     assert create_project("p", owner=users["admin"]).promoted_version() is None
     settings.MASKLOOP_STARTER_CHECKPOINT = "/nowhere/starter.pth"
     assert create_project("q", owner=users["admin"]).promoted_version() is None
+
+
+def test_thresholds_calibrated_for_the_starter_become_new_projects_defaults(
+    starter: Path, users: Any
+) -> None:
+    card_path = starter.with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    card["automatic"] = {"thresholds": {"pred_iou_thresh": 0.61, "stability_score_thresh": 0.7}}
+    card_path.write_text(json.dumps(card))
+    project = create_project("calibrated", owner=users["admin"])
+    project.refresh_from_db()
+    assert project.settings["automatic"] == {"pred_iou_thresh": 0.61, "stability_score_thresh": 0.7}
+    # A project's own choice is kept.
+    own = create_project(
+        "own", owner=users["admin"], settings={"automatic": {"pred_iou_thresh": 0.8}}
+    )
+    own.refresh_from_db()
+    assert own.settings["automatic"] == {"pred_iou_thresh": 0.8}

@@ -27,7 +27,11 @@ class Command(BaseCommand):
             default="pending",
             help='"pending" (not yet labelled by the version), "all", or ids such as 4,7,9',
         )
-        parser.add_argument("--preset", default="fast", help="fast or sa1b")
+        parser.add_argument(
+            "--preset",
+            default=None,
+            help='fast or sa1b (default: the project\'s settings["automatic"], else fast)',
+        )
         parser.add_argument(
             "--set",
             action="append",
