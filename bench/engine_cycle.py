@@ -3,7 +3,8 @@ cycle, measure the promoted version against the project's cold-start predictor o
 images, simulate annotation of more images with the promoted model, run a second cycle.
 
     .venv/bin/python bench/engine_cycle.py --sets davis345 --images 60 --more 40 \\
-        --steps 300 [--config efficientnet_lite0_384] [--eval-images 20]
+        --steps 300 [--config efficientnet_lite0_384] [--eval-images 20] \\
+        [--starter runs/s5b/starter.pth] [--threads 1]
 
 Uses a throw-away data dir (SQLite, local files) and runs each cycle in this process exactly
 as a gpu worker runs it (``engine.jobs.run``). The project starts with the shipped starter as
@@ -32,13 +33,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def setup_django(data_dir: str) -> None:
+def setup_django(data_dir: str, starter: Path | None = None) -> None:
     os.environ.update(
         {
             "MASKLOOP_DATA_DIR": data_dir,
             "DJANGO_SETTINGS_MODULE": "annotator.settings",
         }
     )
+    if starter is not None:
+        os.environ["MASKLOOP_STARTER_CHECKPOINT"] = str(starter.resolve())
     for name in ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL"):
         os.environ.pop(name, None)
     import django
@@ -191,7 +194,18 @@ def main() -> None:
     parser.add_argument("--config", default="", help="when no starter model is shipped")
     parser.add_argument("--eval-images", type=int, default=20)
     parser.add_argument("--data", type=Path, default=None)
+    parser.add_argument(
+        "--starter",
+        type=Path,
+        help="version 0 of the project (a checkpoint with its .json card beside it); default: "
+        "the shipped starter. A model that never saw --sets shows what the engine adds.",
+    )
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     from model.train.data import shared_data_root
 
@@ -200,7 +214,7 @@ def main() -> None:
         raise SystemExit(f"{root} not found: this bench needs ../shared/data")
     sets = [s for s in args.sets.split(",") if s]
     with tempfile.TemporaryDirectory(prefix="maskloop-cycle-") as data_dir:
-        setup_django(data_dir)
+        setup_django(data_dir, args.starter)
         from django.contrib.auth import get_user_model
         from django.core.management import call_command
 
