@@ -51,6 +51,8 @@ class ZoomSettings:
 
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive) in original pixels
+#: A mask's extent read off the model-size logits, in original pixels (not whole ones).
+FloatBox = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ def box_iou(a: Box, b: Box) -> float:
 
 
 def object_box(
-    mask_box: Box | None,
+    mask_box: FloatBox | None,
     positives: np.ndarray,
     image_size: tuple[int, int],
     settings: ZoomSettings,
@@ -268,7 +270,7 @@ class ZoomInPredictor:
         self._crop_box = current
         return current
 
-    def _logits_box(self, full_logits: torch.Tensor) -> Box | None:
+    def _logits_box(self, full_logits: torch.Tensor) -> FloatBox | None:
         valid_h, valid_w = self._full_valid()
         on = full_logits[0, :valid_h, :valid_w] > 0
         if not bool(on.any()):
@@ -282,7 +284,7 @@ class ZoomInPredictor:
             int(rows[0]) / scale,
             min(w, (int(cols[-1]) + 1) / scale),
             min(h, (int(rows[-1]) + 1) / scale),
-        )  # type: ignore[return-value]
+        )
 
     def _predict_whole(
         self,
