@@ -117,6 +117,17 @@ def automatic_markdown(automatic: dict[str, Any]) -> list[str]:
             "paper's."
         ),
         "",
+        *(
+            [
+                f"Measured on the first {automatic['images_per_set']} {automatic['split']} "
+                f"images of {', '.join(automatic['sets'])} ({automatic['images']} with labelled "
+                "objects; candidates overlapping none are not measured).",
+                "",
+            ]
+            if automatic.get("sets")
+            else []
+        ),
+        *([automatic["note"], ""] if automatic.get("note") else []),
         "| thresholds | masks per image | measured | mean IoU | IoU >= 0.9 | IoU < 0.75 |",
         "|---|---|---|---|---|---|",
     ]
@@ -141,11 +152,15 @@ def record_calibration(card_path: Path, calibration: dict[str, Any], command: st
     """Write a calibration (``model.amg.calibrate``) into a shipped card and its MODEL_CARD.md;
     the engine seeds new projects' automatic-stage settings from it."""
     card = json.loads(card_path.read_text())
+    where: dict[str, Any] = {
+        key: calibration[key] for key in ("sets", "split", "images_per_set") if key in calibration
+    }
     card["automatic"] = {
         "command": command,
         "target": calibration["target"],
         "thresholds": calibration["thresholds"],
         "images": calibration["images"],
+        **where,
         "figures": {
             label: calibration[label]
             for label in ("paper", "calibrated", "loose")

@@ -336,7 +336,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = "python -m model.amg.calibrate " + " ".join(
             arg for arg in (argv if argv is not None else sys.argv[1:])
         )
-        record_calibration(args.card, result.to_dict(), command)
+        record_calibration(
+            args.card,
+            {
+                **result.to_dict(),
+                "sets": args.sets.split(","),
+                "split": args.split,
+                "images_per_set": args.images,
+            },
+            command,
+        )
         print(f"recorded in {args.card}")
     return 0
 

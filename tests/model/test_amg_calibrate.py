@@ -121,3 +121,4 @@ def test_the_command_calibrates_on_real_images_and_records_the_card(tmp_path: Pa
     assert text == card_markdown(json.loads(card.read_text()))
     assert "## Automatic stage (thresholds calibrated for this model)" in text
     assert "| paper: > 0.88, >= 0.95 |" in text
+    assert "Measured on the first 1 val images of fruits-nuts" in text
