@@ -21,6 +21,7 @@ Also the automatic stage's thresholds calibrated on the validation candidates
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -39,6 +40,8 @@ from model.amg.calibrate import (  # noqa: E402
     STABILITY_GRID,
     best_match_iou,
     calibrate,
+    format_kept,
+    kept_by,
     labelled_images,
     print_report,
 )
@@ -69,6 +72,9 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, help="candidates kept here between runs")
     parser.add_argument("--calibration-out", type=Path, help="the calibrated thresholds, JSON")
     parser.add_argument(
+        "--calibration-target", type=float, default=0.88, help="mean IoU of the kept masks"
+    )
+    parser.add_argument(
         "--extra-targets",
         default="",
         help="more target precisions (good: IoU >= 0.75), e.g. 0.8,0.7: what the data support",
@@ -95,7 +101,7 @@ def main() -> None:
                 image=data["image"],
             )
     report(data, args.hidden, [float(t) for t in args.extra_targets.split(",") if t])
-    calibration = report_calibration(data)
+    calibration = report_calibration(data, args.calibration_target)
     if args.calibration_out:
         args.calibration_out.write_text(json.dumps(calibration, indent=2) + "\n")
 
@@ -232,30 +238,28 @@ def tuned_filters(
     return None if best is None else (best[1], best[2])
 
 
-def report_calibration(data: dict[str, np.ndarray]) -> dict[str, Any]:
+def report_calibration(data: dict[str, np.ndarray], target: float) -> dict[str, Any]:
     """Thresholds calibrated on the validation candidates, and what they keep of the training
     images' candidates (other images; the model trained on them)."""
     x, iou, split, image = data["features"], data["iou"], data["split"], data["image"]
     score, stable = FEATURES.index("predicted_iou"), FEATURES.index("stability_score")
     val, train = split == 1, split == 0
     print("automatic-stage thresholds calibrated on the validation candidates:")
-    result = calibrate(x[val, score], x[val, stable], iou[val], images=len(np.unique(image[val])))
+    result = calibrate(
+        x[val, score], x[val, stable], iou[val], images=len(np.unique(image[val])), target=target
+    )
     print_report(result)
     document = result.to_dict()
     if result.calibrated is not None and train.any():
-        thresholds = result.thresholds()
-        on_train = calibrate(
+        on_train = kept_by(
             x[train, score],
             x[train, stable],
             iou[train],
             images=len(np.unique(image[train])),
-            iou_grid=[thresholds["pred_iou_thresh"]],
-            stability_grid=[thresholds["stability_score_thresh"]],
-            target=0.0,
+            **result.thresholds(),
         )
-        print("the same thresholds on the training images' candidates:")
-        print_report(on_train)
-        document["on_training_images"] = on_train.to_dict()
+        print(format_kept("the same thresholds on the training images", on_train))
+        document["on_training_images"] = dataclasses.asdict(on_train)
     return document
 
 

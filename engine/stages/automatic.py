@@ -119,8 +119,8 @@ def run_settings(
     if overrides is not None and not isinstance(overrides, dict):
         raise InvalidInput("settings must be an object of generator parameters", field="settings")
     own = check_project_settings(project.settings.get("automatic") or {})
-    chosen = preset or str(own.pop("preset"))
-    own.pop("preset", None)
+    project_preset = str(own.pop("preset"))
+    chosen = preset or project_preset
     return chosen, check_settings(chosen, {**own, **(overrides or {})})
 
 
