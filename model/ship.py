@@ -131,14 +131,14 @@ def automatic_markdown(automatic: dict[str, Any]) -> list[str]:
         "| thresholds | masks per image | measured | mean IoU | IoU >= 0.9 | IoU < 0.75 |",
         "|---|---|---|---|---|---|",
     ]
+
+    def share(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1%}"
+
     for label in ("paper", "calibrated", "loose"):
         row = automatic["figures"].get(label)
         if not row:
             continue
-
-        def share(value: float | None) -> str:
-            return "-" if value is None else f"{value:.1%}"
-
         mean = "-" if row["mean_iou"] is None else f"{row['mean_iou']:.3f}"
         lines.append(
             f"| {label}: > {row['pred_iou_thresh']}, >= {row['stability_score_thresh']} | "
